@@ -1,0 +1,1867 @@
+/*
+ * config.c — the operator's YAML → a validated, immutable fx_config.
+ *
+ * A load runs in three steps, all inside fx_config_load_buffer():
+ *
+ *  1. read_tree(): libyaml's event parser builds a small tree of ynodes in
+ *     an arena (scalars, lists, mappings, each with its 1-based position).
+ *     This is where the input itself is refused: syntax and encoding errors
+ *     (one positioned error taken from libyaml), aliases and anchors (no
+ *     billion laughs), a second document, nesting deeper than MAX_DEPTH.
+ *  2. build_*(): each section is walked with its path ("routes[3].match")
+ *     and copied into the malloc'd fx_config. Every mapping goes through
+ *     check_keys() first: duplicate keys, keys planned for a later stage
+ *     ("not supported yet") and unknown keys (with a did-you-mean) are all
+ *     errors. Errors are collected and the walk goes on.
+ *  3. cross checks: duplicate route names, routes that can never match,
+ *     listen addresses used twice.
+ *
+ * Errors are gathered in the load's own list, sorted by position and only
+ * then copied to the caller's fx_diags, so `ficus check` prints them in
+ * file order. On any error the half-built config is freed: the caller gets
+ * a complete snapshot or NULL, nothing in between.
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <yaml.h>
+
+#include "arena.h"
+#include "llhttp.h"
+
+#define MAX_FILE_BYTES ((size_t)4 << 20)
+#define MAX_DEPTH 64       /* nesting of lists/mappings; the schema needs 5 */
+#define MAX_SHOWN_ERRORS 1000
+#define KIB ((size_t)1024)
+#define MIB (KIB * 1024)
+
+/* --- diagnostics ----------------------------------------------------------- */
+
+void fx_diags_add(fx_diags *d, const char *file, int line, int col, const char *fmt, ...)
+{
+    if (d->n == d->cap) {
+        size_t cap = d->cap ? d->cap * 2 : 8;
+        fx_diag *v = realloc(d->v, cap * sizeof(*v));
+        if (!v)
+            return;
+        d->v = v;
+        d->cap = cap;
+    }
+    char *msg;
+    va_list ap;
+    va_start(ap, fmt);
+    int r = vasprintf(&msg, fmt, ap);
+    va_end(ap);
+    if (r < 0)
+        return;
+    char *f = NULL;
+    if (file && !(f = strdup(file))) {
+        free(msg);
+        return;
+    }
+    d->v[d->n++] = (fx_diag){f, line, col, msg};
+}
+
+void fx_diags_print(const fx_diags *d, void *stdio_file)
+{
+    FILE *out = stdio_file;
+    for (size_t i = 0; i < d->n; i++) {
+        const fx_diag *e = &d->v[i];
+        const char *file = e->file ? e->file : "<config>";
+        if (e->line > 0)
+            fprintf(out, "%s:%d:%d: error: %s\n", file, e->line, e->col, e->message);
+        else
+            fprintf(out, "%s: error: %s\n", file, e->message);
+    }
+}
+
+void fx_diags_free(fx_diags *d)
+{
+    for (size_t i = 0; i < d->n; i++) {
+        free(d->v[i].file);
+        free(d->v[i].message);
+    }
+    free(d->v);
+    d->v = NULL;
+    d->n = d->cap = 0;
+}
+
+/* --- scalar grammars ------------------------------------------------------- */
+
+static bool is_digit(int ch)
+{
+    return ch >= '0' && ch <= '9';
+}
+
+/* Leading decimal digits of s into *v; returns the first non-digit, or NULL
+ * on overflow or when there is no digit. */
+static const char *parse_u64(const char *s, uint64_t *v)
+{
+    uint64_t n = 0;
+    const char *p = s;
+    for (; is_digit(*p); p++) {
+        unsigned dig = (unsigned)(*p - '0');
+        if (n > (UINT64_MAX - dig) / 10)
+            return NULL;
+        n = n * 10 + dig;
+    }
+    if (p == s)
+        return NULL;
+    *v = n;
+    return p;
+}
+
+enum { GRAMMAR_OK = 0, GRAMMAR_BAD, GRAMMAR_UNIT, GRAMMAR_NEGATIVE, GRAMMAR_OVERFLOW };
+
+static int duration_ms(const char *s, uint64_t *out)
+{
+    uint64_t v, mul;
+    if (!s)
+        return GRAMMAR_BAD;
+    if (s[0] == '-' && is_digit(s[1]))
+        return GRAMMAR_NEGATIVE;
+    if (!is_digit(s[0]))
+        return GRAMMAR_BAD;
+    const char *unit = parse_u64(s, &v);
+    if (!unit)
+        return GRAMMAR_OVERFLOW;
+    if (!*unit)
+        return GRAMMAR_UNIT;
+    if (!strcmp(unit, "ms"))
+        mul = 1;
+    else if (!strcmp(unit, "s"))
+        mul = 1000;
+    else if (!strcmp(unit, "m"))
+        mul = 60 * 1000;
+    else if (!strcmp(unit, "h"))
+        mul = 60 * 60 * 1000;
+    else
+        return GRAMMAR_BAD;
+    if (v > UINT64_MAX / mul)
+        return GRAMMAR_OVERFLOW;
+    *out = v * mul;
+    return GRAMMAR_OK;
+}
+
+static int size_bytes(const char *s, size_t *out)
+{
+    uint64_t v, mul;
+    if (!s)
+        return GRAMMAR_BAD;
+    if (s[0] == '-' && is_digit(s[1]))
+        return GRAMMAR_NEGATIVE;
+    if (!is_digit(s[0]))
+        return GRAMMAR_BAD;
+    const char *unit = parse_u64(s, &v);
+    if (!unit)
+        return GRAMMAR_OVERFLOW;
+    if (!*unit)
+        mul = 1;
+    else if (!strcmp(unit, "KiB"))
+        mul = KIB;
+    else if (!strcmp(unit, "MiB"))
+        mul = MIB;
+    else if (!strcmp(unit, "GiB"))
+        mul = MIB * 1024;
+    else
+        return GRAMMAR_UNIT;
+    if (v > UINT64_MAX / mul || v * mul > SIZE_MAX)
+        return GRAMMAR_OVERFLOW;
+    *out = (size_t)(v * mul);
+    return GRAMMAR_OK;
+}
+
+int fx_parse_duration_ms(const char *s, uint64_t *out)
+{
+    return duration_ms(s, out) == GRAMMAR_OK ? 0 : -1;
+}
+
+int fx_parse_size(const char *s, size_t *out)
+{
+    return size_bytes(s, out) == GRAMMAR_OK ? 0 : -1;
+}
+
+/* --- addresses ------------------------------------------------------------- */
+
+int fx_addr_parse(const char *text, fx_addr *out, const char **why)
+{
+    const char *ignored;
+    const char *host, *port;
+    size_t hlen;
+    bool v6 = false;
+
+    if (!why)
+        why = &ignored;
+    memset(out, 0, sizeof(*out));
+    if (!text || !*text) {
+        *why = "empty address";
+        return -1;
+    }
+    if (text[0] == '[') {
+        const char *rb = strchr(text, ']');
+        if (!rb) {
+            *why = "missing ']' after the IPv6 address";
+            return -1;
+        }
+        if (rb[1] != ':') {
+            *why = "expected ':PORT' after ']'";
+            return -1;
+        }
+        host = text + 1;
+        hlen = (size_t)(rb - host);
+        port = rb + 2;
+        v6 = true;
+    } else {
+        const char *colon = strrchr(text, ':');
+        if (!colon) {
+            *why = "missing ':PORT'";
+            return -1;
+        }
+        host = text;
+        hlen = (size_t)(colon - text);
+        if (memchr(host, ':', hlen)) {
+            *why = "IPv6 addresses go in brackets, like [::1]:8080";
+            return -1;
+        }
+        port = colon + 1;
+    }
+    if (hlen == 0) {
+        *why = "missing host (0.0.0.0 or [::] listen on all interfaces)";
+        return -1;
+    }
+
+    unsigned long pnum = 0;
+    if (!*port) {
+        *why = "missing port";
+        return -1;
+    }
+    for (const char *p = port; *p; p++) {
+        if (!is_digit(*p)) {
+            *why = "the port is not a number";
+            return -1;
+        }
+        pnum = pnum * 10 + (unsigned long)(*p - '0');
+        if (pnum > 65535) {
+            *why = "the port is out of range (0..65535)";
+            return -1;
+        }
+    }
+
+    char hbuf[INET6_ADDRSTRLEN];
+    if (hlen >= sizeof(hbuf)) {
+        *why = v6 ? "not a numeric IPv6 address" : "not a numeric IPv4 address (names are not resolved; only localhost is known)";
+        return -1;
+    }
+    memcpy(hbuf, host, hlen);
+    hbuf[hlen] = '\0';
+
+    if (v6) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&out->sa;
+        if (inet_pton(AF_INET6, hbuf, &s6->sin6_addr) != 1) {
+            *why = "not a numeric IPv6 address";
+            return -1;
+        }
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)pnum);
+        out->salen = sizeof(*s6);
+    } else {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)&out->sa;
+        const char *h = strcasecmp(hbuf, "localhost") == 0 ? "127.0.0.1" : hbuf;
+        if (inet_pton(AF_INET, h, &s4->sin_addr) != 1) {
+            *why = "not a numeric IPv4 address (names are not resolved; only localhost is known)";
+            return -1;
+        }
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)pnum);
+        out->salen = sizeof(*s4);
+    }
+    if (!(out->text = strdup(text))) {
+        memset(out, 0, sizeof(*out));
+        *why = "out of memory";
+        return -1;
+    }
+    return 0;
+}
+
+static unsigned addr_port(const fx_addr *a)
+{
+    if (a->sa.ss_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)&a->sa)->sin6_port);
+    return ntohs(((const struct sockaddr_in *)&a->sa)->sin_port);
+}
+
+static bool addr_same(const fx_addr *a, const fx_addr *b)
+{
+    return a->text && b->text && a->salen == b->salen && memcmp(&a->sa, &b->sa, a->salen) == 0;
+}
+
+/* --- freeing --------------------------------------------------------------- */
+
+static void addr_free(fx_addr *a)
+{
+    free(a->text);
+    a->text = NULL;
+}
+
+/* Frees any config, complete or half built: every array is allocated at its
+ * final length and zeroed before it is filled. */
+static void config_free(fx_config *cfg)
+{
+    if (!cfg)
+        return;
+    free(cfg->file);
+    for (size_t i = 0; i < cfg->nlistens; i++)
+        addr_free(&cfg->listens[i].addr);
+    free(cfg->listens);
+    addr_free(&cfg->admin);
+    for (size_t i = 0; i < cfg->nupstreams; i++) {
+        fx_upstream_conf *u = &cfg->upstreams[i];
+        free(u->name);
+        for (size_t j = 0; j < u->ntargets; j++)
+            addr_free(&u->targets[j]);
+        free(u->targets);
+    }
+    free(cfg->upstreams);
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        fx_route_conf *r = &cfg->routes[i];
+        free(r->name);
+        free(r->path);
+        free(r->host);
+        for (size_t j = 0; j < r->nsegs; j++)
+            free(r->segs[j].text);
+        free(r->segs);
+    }
+    free(cfg->routes);
+    free(cfg->log.access_file);
+    free(cfg);
+}
+
+void fx_config_unref(fx_config *c)
+{
+    if (c && atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1)
+        config_free(c);
+}
+
+/* --- the YAML tree --------------------------------------------------------- */
+
+enum { Y_SCALAR = 1, Y_SEQ, Y_MAP };
+
+typedef struct ynode ynode;
+struct ynode {
+    int type;
+    int line, col;      /* 1-based */
+    bool plain;         /* scalar written without quotes (so "" / ~ / null are null) */
+    const char *s;      /* Y_SCALAR: the value, NUL-terminated */
+    size_t len;
+    ynode **kids;       /* Y_SEQ: items; Y_MAP: key, value, key, value, ... */
+    size_t n;           /* Y_SEQ: items; Y_MAP: pairs */
+};
+
+#define MAP_KEY(m, i) ((m)->kids[2 * (i)])
+#define MAP_VAL(m, i) ((m)->kids[2 * (i) + 1])
+
+typedef struct cerr {
+    int line, col;
+    size_t seq;         /* order of discovery: ties keep it */
+    char *msg;
+} cerr;
+
+/* One load. Everything temporary lives in the arena; the config is malloc'd. */
+typedef struct cx {
+    const char *file;
+    const char *buf;
+    size_t len;
+    fx_arena a;
+    cerr *errs;
+    size_t nerrs, caperrs;
+    size_t errors;      /* counted even when an error could not be stored */
+    bool oom;
+    fx_config *cfg;
+    bool upstreams_ok;  /* route → upstream names can be resolved */
+    bool *route_ok;     /* per route: fully parsed, take part in cross checks */
+} cx;
+
+static void cx_verr(cx *c, int line, int col, const char *fmt, va_list ap)
+{
+    c->errors++;
+    if (c->nerrs == c->caperrs) {
+        size_t cap = c->caperrs ? c->caperrs * 2 : 16;
+        cerr *v = realloc(c->errs, cap * sizeof(*v));
+        if (!v)
+            return;
+        c->errs = v;
+        c->caperrs = cap;
+    }
+    char *msg;
+    if (vasprintf(&msg, fmt, ap) < 0)
+        return;
+    c->errs[c->nerrs] = (cerr){line, col, c->nerrs, msg};
+    c->nerrs++;
+}
+
+static void __attribute__((format(printf, 4, 5))) cx_err(cx *c, int line, int col, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    cx_verr(c, line, col, fmt, ap);
+    va_end(ap);
+}
+
+static void __attribute__((format(printf, 3, 4))) node_err(cx *c, const ynode *n, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    cx_verr(c, n ? n->line : 0, n ? n->col : 0, fmt, ap);
+    va_end(ap);
+}
+
+static void cx_oom(cx *c)
+{
+    if (!c->oom)
+        cx_err(c, 0, 0, "out of memory");
+    c->oom = true;
+}
+
+static void *cx_alloc(cx *c, size_t n)
+{
+    void *p = fx_arena_alloc(&c->a, n ? n : 1);
+    if (!p)
+        cx_oom(c);
+    return p;
+}
+
+static char *__attribute__((format(printf, 2, 3))) cx_printf(cx *c, const char *fmt, ...)
+{
+    va_list ap, ap2;
+    va_start(ap, fmt);
+    va_copy(ap2, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    char *s = n < 0 ? NULL : cx_alloc(c, (size_t)n + 1);
+    if (s)
+        vsnprintf(s, (size_t)n + 1, fmt, ap2);
+    va_end(ap2);
+    return s ? s : (char *)"?";
+}
+
+/* A config string for a message: at most 60 bytes, control bytes escaped. */
+static const char *show(cx *c, const char *s)
+{
+    size_t n = strlen(s), lim = n > 60 ? 57 : n;
+    char *out = cx_alloc(c, lim * 4 + 4);
+    if (!out)
+        return "?";
+    char *o = out;
+    for (size_t i = 0; i < lim; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch < 0x20 || ch == 0x7f || ch == '\'') {
+            sprintf(o, "\\x%02x", ch);
+            o += 4;
+        } else {
+            *o++ = (char)ch;
+        }
+    }
+    if (lim < n)
+        o = stpcpy(o, "...");
+    *o = '\0';
+    return out;
+}
+
+static char *cx_strdup(cx *c, const char *s)
+{
+    char *d = strdup(s);
+    if (!d)
+        cx_oom(c);
+    return d;
+}
+
+static void *cx_calloc(cx *c, size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size);
+    if (!p)
+        cx_oom(c);
+    return p;
+}
+
+/* Byte offset of a libyaml mark (0-based line, column in characters). */
+static size_t mark_offset(const cx *c, size_t line, size_t col)
+{
+    size_t i = 0;
+    while (line > 0 && i < c->len) {
+        if (c->buf[i++] == '\n')
+            line--;
+    }
+    while (col > 0 && i < c->len && c->buf[i] != '\n') {
+        i++;
+        while (i < c->len && ((unsigned char)c->buf[i] & 0xc0) == 0x80)
+            i++;
+        col--;
+    }
+    return i;
+}
+
+static void yaml_error(cx *c, const yaml_parser_t *p)
+{
+    if (p->error == YAML_MEMORY_ERROR) {
+        cx_oom(c);
+        return;
+    }
+    if (p->error == YAML_READER_ERROR) {
+        /* the reader only knows the byte offset: turn it into line:col */
+        int line = 1, col = 1;
+        for (size_t i = 0; i < p->problem_offset && i < c->len; i++) {
+            unsigned char ch = (unsigned char)c->buf[i];
+            if (ch == '\n') {
+                line++;
+                col = 1;
+            } else if ((ch & 0xc0) != 0x80) {
+                col++;
+            }
+        }
+        const char *what = p->problem ? p->problem : "unreadable input";
+        const char *kind = strstr(what, "UTF-8") ? "the file is not valid UTF-8" : "the file is not YAML text";
+        if (p->problem_value >= 0)
+            cx_err(c, line, col, "%s (%s: 0x%02X)", kind, what, (unsigned)p->problem_value & 0xff);
+        else
+            cx_err(c, line, col, "%s (%s)", kind, what);
+        return;
+    }
+    int line = (int)p->problem_mark.line + 1, col = (int)p->problem_mark.column + 1;
+    const char *problem = p->problem ? p->problem : "invalid YAML";
+    size_t off = mark_offset(c, p->problem_mark.line, p->problem_mark.column);
+    const char *hint = off < c->len && c->buf[off] == '\t' ? " (tabs are not allowed in YAML indentation; use spaces)" : "";
+    if (p->context && (p->context_mark.line != p->problem_mark.line ||
+                       p->context_mark.column != p->problem_mark.column))
+        cx_err(c, line, col, "YAML syntax error: %s %s started at line %d, column %d%s", problem, p->context,
+               (int)p->context_mark.line + 1, (int)p->context_mark.column + 1, hint);
+    else if (p->context)
+        cx_err(c, line, col, "YAML syntax error: %s %s%s", problem, p->context, hint);
+    else
+        cx_err(c, line, col, "YAML syntax error: %s%s", problem, hint);
+}
+
+typedef struct frame {
+    ynode *node;
+    ynode **v;
+    size_t n, cap;
+} frame;
+
+static bool frame_push(cx *c, frame *f, ynode *kid)
+{
+    if (f->n == f->cap) {
+        size_t cap = f->cap ? f->cap * 2 : 8;
+        ynode **v = realloc(f->v, cap * sizeof(*v));
+        if (!v) {
+            cx_oom(c);
+            return false;
+        }
+        f->v = v;
+        f->cap = cap;
+    }
+    f->v[f->n++] = kid;
+    return true;
+}
+
+static ynode *new_node(cx *c, int type, yaml_mark_t m)
+{
+    ynode *n = cx_alloc(c, sizeof(*n));
+    if (n)
+        *n = (ynode){.type = type, .line = (int)m.line + 1, .col = (int)m.column + 1};
+    return n;
+}
+
+/* Builds the tree of the one document in the buffer. NULL: either an error
+ * was recorded, or the stream holds no document (c->errors tells which). */
+static ynode *read_tree(cx *c)
+{
+    yaml_parser_t p;
+    frame st[MAX_DEPTH];
+    int depth = 0, ndocs = 0;
+    ynode *root = NULL;
+    bool done = false, failed = false;
+
+    if (!yaml_parser_initialize(&p)) {
+        cx_oom(c);
+        return NULL;
+    }
+    yaml_parser_set_input_string(&p, (const unsigned char *)c->buf, c->len);
+    /* no BOM sniffing: a UTF-16 file is refused as invalid UTF-8 */
+    yaml_parser_set_encoding(&p, YAML_UTF8_ENCODING);
+
+    while (!done && !failed) {
+        yaml_event_t ev;
+        ynode *n = NULL;
+        if (!yaml_parser_parse(&p, &ev)) {
+            yaml_error(c, &p);
+            failed = true;
+            break;
+        }
+        int line = (int)ev.start_mark.line + 1, col = (int)ev.start_mark.column + 1;
+        const yaml_char_t *anchor = NULL;
+        switch (ev.type) {
+        case YAML_STREAM_END_EVENT:
+            done = true;
+            break;
+        case YAML_DOCUMENT_START_EVENT:
+            if (++ndocs > 1) {
+                cx_err(c, line, col, "only one YAML document is allowed in a config file");
+                failed = true;
+            }
+            break;
+        case YAML_ALIAS_EVENT:
+            cx_err(c, line, col, "aliases are not allowed in ficus config");
+            failed = true;
+            break;
+        case YAML_SCALAR_EVENT:
+            anchor = ev.data.scalar.anchor;
+            if (!anchor && (n = new_node(c, Y_SCALAR, ev.start_mark))) {
+                n->plain = ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
+                n->len = ev.data.scalar.length;
+                n->s = fx_arena_strndup(&c->a, (const char *)ev.data.scalar.value, n->len);
+                if (!n->s) {
+                    cx_oom(c);
+                    failed = true;
+                } else if (strlen(n->s) != n->len) {
+                    cx_err(c, line, col, "strings must not contain NUL characters");
+                }
+            }
+            break;
+        case YAML_SEQUENCE_START_EVENT:
+        case YAML_MAPPING_START_EVENT:
+            anchor = ev.type == YAML_SEQUENCE_START_EVENT ? ev.data.sequence_start.anchor
+                                                          : ev.data.mapping_start.anchor;
+            if (anchor)
+                break;
+            if (depth == MAX_DEPTH) {
+                cx_err(c, line, col, "nesting is too deep (more than %d levels)", MAX_DEPTH);
+                failed = true;
+                break;
+            }
+            st[depth] = (frame){.node = new_node(c, ev.type == YAML_SEQUENCE_START_EVENT ? Y_SEQ : Y_MAP, ev.start_mark)};
+            if (!st[depth].node) {
+                failed = true;
+                break;
+            }
+            depth++;
+            break;
+        case YAML_SEQUENCE_END_EVENT:
+        case YAML_MAPPING_END_EVENT: {
+            if (depth == 0)
+                break; /* libyaml pairs starts and ends; never trust it blindly */
+            frame *f = &st[--depth];
+            n = f->node;
+            n->kids = f->n ? fx_arena_memdup(&c->a, f->v, f->n * sizeof(*f->v)) : NULL;
+            n->n = n->type == Y_MAP ? f->n / 2 : f->n;
+            free(f->v);
+            if (f->n && !n->kids) {
+                cx_oom(c);
+                failed = true;
+            }
+            break;
+        }
+        default:
+            break;
+        }
+        if (anchor) {
+            cx_err(c, line, col, "anchors and aliases are not allowed in ficus config (anchor '&%s')",
+                   show(c, (const char *)anchor));
+            failed = true;
+        }
+        if (n && !failed) {
+            if (depth > 0)
+                failed = !frame_push(c, &st[depth - 1], n);
+            else
+                root = n;
+        }
+        yaml_event_delete(&ev);
+    }
+    while (depth > 0)
+        free(st[--depth].v);
+    yaml_parser_delete(&p);
+    return failed ? NULL : root;
+}
+
+/* --- paths, types, keys ---------------------------------------------------- */
+
+static const char *pkey(cx *c, const char *base, const char *key)
+{
+    return *base ? cx_printf(c, "%s.%s", base, show(c, key)) : show(c, key);
+}
+
+static const char *pidx(cx *c, const char *base, size_t i)
+{
+    return cx_printf(c, "%s[%zu]", base, i);
+}
+
+static bool is_null(const ynode *n)
+{
+    return n->type == Y_SCALAR && n->plain &&
+           (n->len == 0 || !strcmp(n->s, "~") || !strcmp(n->s, "null") || !strcmp(n->s, "Null") ||
+            !strcmp(n->s, "NULL"));
+}
+
+static const char *kind_name(const ynode *n)
+{
+    if (is_null(n))
+        return "an empty value";
+    return n->type == Y_MAP ? "a mapping" : n->type == Y_SEQ ? "a list" : "a string";
+}
+
+static const char *type_name(int type)
+{
+    return type == Y_MAP ? "a mapping" : type == Y_SEQ ? "a list" : "a string";
+}
+
+/* Is n of the type wanted? Reports "PATH: expected X, got Y" if not. */
+static bool want(cx *c, const ynode *n, int type, const char *path)
+{
+    if (n->type == type && !is_null(n))
+        return true;
+    if (*path)
+        node_err(c, n, "%s: expected %s, got %s", path, type_name(type), kind_name(n));
+    else
+        node_err(c, n, "expected %s at the top level, got %s", type_name(type), kind_name(n));
+    return false;
+}
+
+static bool key_is(const ynode *k, const char *name)
+{
+    return k->type == Y_SCALAR && k->len == strlen(name) && !memcmp(k->s, name, k->len);
+}
+
+/* The value of the first `name` key of map, or NULL. */
+static const ynode *map_get(const ynode *map, const char *name)
+{
+    for (size_t i = 0; i < map->n; i++)
+        if (key_is(MAP_KEY(map, i), name))
+            return MAP_VAL(map, i);
+    return NULL;
+}
+
+static size_t levenshtein(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b), row[65];
+    if (la > 64 || lb > 64)
+        return SIZE_MAX;
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j];
+            size_t best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+/* The closest candidate within edit distance 2 (and not a total rewrite of a
+ * short word), or one that starts the other, as " (did you mean 'x'?)", or "". */
+static const char *suggest(cx *c, const char *got, const char *const *cands, size_t ncands)
+{
+    const char *best = NULL;
+    size_t bestd = 3, glen = strlen(got);
+    for (size_t i = 0; i < ncands; i++) {
+        if (!cands[i])
+            continue;
+        size_t clen = strlen(cands[i]), d = levenshtein(got, cands[i]);
+        if (strcasecmp(got, cands[i]) == 0)
+            d = 1;
+        else if (d > 2 && glen >= 3 && clen >= 3 &&
+                 !strncmp(got, cands[i], glen < clen ? glen : clen))
+            d = 2; /* one is the start of the other: "warning" → "warn" */
+        if (d < bestd && d < glen) {
+            best = cands[i];
+            bestd = d;
+        }
+    }
+    return best ? cx_printf(c, " (did you mean '%s'?)", best) : "";
+}
+
+static size_t list_len(const char *const *l)
+{
+    size_t n = 0;
+    while (l && l[n])
+        n++;
+    return n;
+}
+
+static int cmp_key_nodes(const void *pa, const void *pb)
+{
+    const ynode *a = *(const ynode *const *)pa, *b = *(const ynode *const *)pb;
+    size_t n = a->len < b->len ? a->len : b->len;
+    int r = memcmp(a->s, b->s, n);
+    if (r)
+        return r;
+    if (a->len != b->len)
+        return a->len < b->len ? -1 : 1;
+    if (a->line != b->line)
+        return a->line < b->line ? -1 : 1;
+    return (a->col > b->col) - (a->col < b->col);
+}
+
+/*
+ * Checks the keys of a mapping: each must be a string, used once, and one of
+ * `known` (NULL: any name is fine, the caller checks it). Keys in `planned`
+ * belong to a later stage and are refused with "not supported yet".
+ */
+static void check_keys(cx *c, const ynode *map, const char *path, const char *const *known,
+                       const char *const *planned)
+{
+    const ynode **keys = map->n ? malloc(map->n * sizeof(*keys)) : NULL;
+    size_t nkeys = 0;
+    if (map->n && !keys)
+        cx_oom(c);
+
+    for (size_t i = 0; i < map->n; i++) {
+        const ynode *k = MAP_KEY(map, i);
+        if (k->type != Y_SCALAR) {
+            node_err(c, k, "%s%skeys must be strings, got %s", path, *path ? ": " : "", kind_name(k));
+            continue;
+        }
+        if (keys)
+            keys[nkeys++] = k;
+        if (!known)
+            continue;
+        bool ok = false;
+        for (size_t j = 0; known[j] && !ok; j++)
+            ok = key_is(k, known[j]);
+        if (ok)
+            continue;
+        for (size_t j = 0; planned && planned[j] && !ok; j++)
+            ok = key_is(k, planned[j]);
+        if (ok) {
+            node_err(c, k, "%s: '%s' is not supported by this build yet", pkey(c, path, k->s), k->s);
+            continue;
+        }
+        /* suggestions come from both lists: a typo of a planned key is still a typo */
+        size_t nk = list_len(known), np = list_len(planned);
+        const char **all = cx_alloc(c, (nk + np + 1) * sizeof(*all));
+        const char *hint = "";
+        if (all) {
+            memcpy(all, known, nk * sizeof(*all));
+            if (np)
+                memcpy(all + nk, planned, np * sizeof(*all));
+            hint = suggest(c, k->s, all, nk + np);
+        }
+        if (*path)
+            node_err(c, k, "unknown key '%s' in %s%s", show(c, k->s), path, hint);
+        else
+            node_err(c, k, "unknown top-level key '%s'%s", show(c, k->s), hint);
+    }
+
+    /* duplicates: sort by (name, position) so each later copy follows its first */
+    if (nkeys > 1) {
+        qsort(keys, nkeys, sizeof(*keys), cmp_key_nodes);
+        size_t first = 0;
+        for (size_t i = 1; i < nkeys; i++) {
+            if (keys[i]->len == keys[first]->len && !memcmp(keys[i]->s, keys[first]->s, keys[i]->len)) {
+                if (*path)
+                    node_err(c, keys[i], "%s: duplicate key '%s' (first at line %d)", path, show(c, keys[i]->s),
+                             keys[first]->line);
+                else
+                    node_err(c, keys[i], "duplicate top-level key '%s' (first at line %d)", show(c, keys[i]->s),
+                             keys[first]->line);
+            } else {
+                first = i;
+            }
+        }
+    }
+    free(keys);
+}
+
+static const ynode *require(cx *c, const ynode *map, const char *path, const char *key)
+{
+    const ynode *v = map_get(map, key);
+    if (!v) {
+        if (*path)
+            node_err(c, map, "%s: missing required key '%s'", path, key);
+        else
+            node_err(c, map, "missing required key '%s'", key);
+    }
+    return v;
+}
+
+/* --- typed values ---------------------------------------------------------- */
+
+static bool is_name_char(int ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || is_digit(ch) || ch == '_';
+}
+
+/* ${NAME} → getenv(NAME); "$${" writes a literal "${". */
+static const char *expand_env(cx *c, const ynode *n, const char *path)
+{
+    const char *s = n->s;
+    if (!strchr(s, '$'))
+        return s;
+    char *out = NULL;
+    size_t olen = 0;
+    FILE *f = open_memstream(&out, &olen);
+    if (!f) {
+        cx_oom(c);
+        return NULL;
+    }
+    bool ok = true;
+    for (const char *p = s; *p && ok;) {
+        if (p[0] == '$' && p[1] == '$' && p[2] == '{') {
+            fputs("${", f);
+            p += 3;
+        } else if (p[0] == '$' && p[1] == '{') {
+            const char *name = p + 2, *e = name;
+            while (is_name_char(*e))
+                e++;
+            if (e == name || is_digit(*name) || *e != '}') {
+                node_err(c, n, "%s: bad environment reference in '%s' (write ${NAME}, or $${ for a literal '${')",
+                         path, show(c, s));
+                ok = false;
+                break;
+            }
+            char *var = cx_printf(c, "%.*s", (int)(e - name), name);
+            const char *val = getenv(var);
+            if (!val) {
+                node_err(c, n, "%s: environment variable '%s' is not set", path, var);
+                ok = false;
+                break;
+            }
+            fputs(val, f);
+            p = e + 1;
+        } else {
+            fputc(*p++, f);
+        }
+    }
+    if (fclose(f) != 0 || !out) {
+        free(out);
+        cx_oom(c);
+        return NULL;
+    }
+    const char *r = ok ? fx_arena_strndup(&c->a, out, olen) : NULL;
+    if (ok && !r)
+        cx_oom(c);
+    free(out);
+    return r;
+}
+
+/* A scalar value (environment references expanded), or NULL after an error. */
+static const char *get_str(cx *c, const ynode *n, const char *path)
+{
+    if (!want(c, n, Y_SCALAR, path))
+        return NULL;
+    return expand_env(c, n, path);
+}
+
+static bool get_uint(cx *c, const ynode *n, const char *path, uint64_t min, uint64_t max, uint64_t *out)
+{
+    const char *s = get_str(c, n, path);
+    if (!s)
+        return false;
+    uint64_t v;
+    const char *end = parse_u64(s, &v);
+    if (!end || *end || v < min || v > max) {
+        node_err(c, n, "%s: expected an integer from %llu to %llu, got '%s'", path, (unsigned long long)min,
+                 (unsigned long long)max, show(c, s));
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+static bool get_duration(cx *c, const ynode *n, const char *path, uint64_t min_ms, uint64_t *out)
+{
+    const char *s = get_str(c, n, path);
+    if (!s)
+        return false;
+    uint64_t v = 0;
+    switch (duration_ms(s, &v)) {
+    case GRAMMAR_OK:
+        break;
+    case GRAMMAR_UNIT:
+        node_err(c, n, "%s: duration '%s' needs a unit: ms, s, m or h (like %ss)", path, show(c, s), show(c, s));
+        return false;
+    case GRAMMAR_NEGATIVE:
+        node_err(c, n, "%s: duration '%s' is negative", path, show(c, s));
+        return false;
+    case GRAMMAR_OVERFLOW:
+        node_err(c, n, "%s: duration '%s' is too large", path, show(c, s));
+        return false;
+    default:
+        node_err(c, n, "%s: bad duration '%s' (expected an integer and a unit: 250ms, 10s, 5m, 1h)", path,
+                 show(c, s));
+        return false;
+    }
+    if (v < min_ms) {
+        node_err(c, n, "%s: duration must be at least %llums, got '%s'", path, (unsigned long long)min_ms,
+                 show(c, s));
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+static const char *size_text(cx *c, size_t v)
+{
+    if (v && v % MIB == 0)
+        return cx_printf(c, "%zuMiB", v / MIB);
+    if (v && v % KIB == 0)
+        return cx_printf(c, "%zuKiB", v / KIB);
+    return cx_printf(c, "%zu", v);
+}
+
+static bool get_size(cx *c, const ynode *n, const char *path, size_t min, size_t max, size_t *out)
+{
+    const char *s = get_str(c, n, path);
+    if (!s)
+        return false;
+    size_t v = 0;
+    switch (size_bytes(s, &v)) {
+    case GRAMMAR_OK:
+        break;
+    case GRAMMAR_UNIT:
+        node_err(c, n, "%s: bad size '%s' (units are KiB, MiB and GiB, like 512KiB)", path, show(c, s));
+        return false;
+    case GRAMMAR_NEGATIVE:
+        node_err(c, n, "%s: size '%s' is negative", path, show(c, s));
+        return false;
+    case GRAMMAR_OVERFLOW:
+        node_err(c, n, "%s: size '%s' is too large", path, show(c, s));
+        return false;
+    default:
+        node_err(c, n, "%s: bad size '%s' (expected bytes, or an integer and a unit: 512KiB, 10MiB, 1GiB)",
+                 path, show(c, s));
+        return false;
+    }
+    if (v < min || v > max) {
+        if (max == SIZE_MAX)
+            node_err(c, n, "%s: must be at least %s, got '%s'", path, size_text(c, min), show(c, s));
+        else
+            node_err(c, n, "%s: must be between %s and %s, got '%s'", path, size_text(c, min), size_text(c, max),
+                     show(c, s));
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+static bool get_addr(cx *c, const ynode *n, const char *path, bool port0_ok, fx_addr *out)
+{
+    const char *s = get_str(c, n, path);
+    if (!s)
+        return false;
+    const char *why = NULL;
+    if (fx_addr_parse(s, out, &why) < 0) {
+        node_err(c, n, "%s: invalid address '%s': %s", path, show(c, s), why);
+        return false;
+    }
+    if (!port0_ok && addr_port(out) == 0) {
+        node_err(c, n, "%s: invalid address '%s': the port must be from 1 to 65535", path, show(c, s));
+        addr_free(out);
+        return false;
+    }
+    return true;
+}
+
+/* One of `words` (exact); its index, or -1 after an error with a suggestion. */
+static int get_word(cx *c, const ynode *n, const char *path, const char *const *words, size_t nwords)
+{
+    const char *s = get_str(c, n, path);
+    if (!s)
+        return -1;
+    for (size_t i = 0; i < nwords; i++)
+        if (!strcmp(s, words[i]))
+            return (int)i;
+    const char *list = "";
+    for (size_t i = 0; i < nwords; i++)
+        list = cx_printf(c, "%s%s%s", list, i == 0 ? "" : i + 1 == nwords ? " or " : ", ", words[i]);
+    node_err(c, n, "%s: expected %s, got '%s'%s", path, list, show(c, s), suggest(c, s, words, nwords));
+    return -1;
+}
+
+static bool valid_name(const char *s)
+{
+    if (!*s)
+        return false;
+    for (; *s; s++)
+        if (!is_name_char(*s) && *s != '.' && *s != '-')
+            return false;
+    return true;
+}
+
+/* --- sections -------------------------------------------------------------- */
+
+static const char *const top_keys[] = {"listen", "admin", "workers", "limits", "upstreams", "routes", "log", NULL};
+static const char *const top_planned[] = {"auth", "policies", "events", NULL};
+static const char *const listen_keys[] = {"address", NULL};
+static const char *const listen_planned[] = {"tls", NULL};
+static const char *const admin_keys[] = {"address", NULL};
+static const char *const limits_keys[] = {"max_header_bytes", "max_body_bytes", "max_uri_bytes", "header_timeout",
+                                          "idle_timeout",     "drain_timeout",  "max_connections", NULL};
+static const char *const upstream_keys[] = {"targets", "keepalive", "connect_timeout", "timeout", NULL};
+static const char *const upstream_planned[] = {"health", "tls", "retries", NULL};
+static const char *const route_keys[] = {"name", "match", "upstream", "auth", NULL};
+static const char *const route_planned[] = {"split", "sticky", "shadow", "fallback", "events", "rewrite", NULL};
+static const char *const match_keys[] = {"path", "prefix", "methods", "host", NULL};
+static const char *const log_keys[] = {"access", "level", NULL};
+static const char *const log_planned[] = {"decisions", NULL};
+
+static void build_listen(cx *c, const ynode *n)
+{
+    const char *path = "listen";
+    if (!want(c, n, Y_SEQ, path))
+        return;
+    if (n->n == 0) {
+        node_err(c, n, "%s: must list at least one address", path);
+        return;
+    }
+    fx_config *cfg = c->cfg;
+    if (!(cfg->listens = cx_calloc(c, n->n, sizeof(*cfg->listens))))
+        return;
+    cfg->nlistens = n->n;
+    for (size_t i = 0; i < n->n; i++) {
+        const ynode *item = n->kids[i];
+        const char *ipath = pidx(c, path, i);
+        fx_listen_conf *l = &cfg->listens[i];
+        l->line = item->line;
+        l->col = item->col;
+        if (!want(c, item, Y_MAP, ipath))
+            continue;
+        check_keys(c, item, ipath, listen_keys, listen_planned);
+        const ynode *a = require(c, item, ipath, "address");
+        if (a)
+            get_addr(c, a, pkey(c, ipath, "address"), true, &l->addr);
+    }
+}
+
+static void build_admin(cx *c, const ynode *n)
+{
+    const char *path = "admin";
+    if (!want(c, n, Y_MAP, path))
+        return;
+    check_keys(c, n, path, admin_keys, NULL);
+    const ynode *a = require(c, n, path, "address");
+    if (a && get_addr(c, a, "admin.address", true, &c->cfg->admin))
+        c->cfg->has_admin = 1;
+}
+
+static void build_workers(cx *c, const ynode *n)
+{
+    if (n->type != Y_SCALAR || is_null(n)) {
+        node_err(c, n, "workers: expected 'auto' or an integer from 1 to 256, got %s", kind_name(n));
+        return;
+    }
+    const char *s = expand_env(c, n, "workers");
+    if (!s || !strcmp(s, "auto"))
+        return; /* auto is resolved once the load succeeds */
+    uint64_t v;
+    const char *end = parse_u64(s, &v);
+    if (end && !*end && v >= 1 && v <= 256)
+        c->cfg->workers = (unsigned)v;
+    else
+        node_err(c, n, "workers: expected 'auto' or an integer from 1 to 256, got '%s'", show(c, s));
+}
+
+static void build_limits(cx *c, const ynode *n)
+{
+    const char *path = "limits";
+    fx_limits_conf *l = &c->cfg->limits;
+    if (!want(c, n, Y_MAP, path))
+        return;
+    check_keys(c, n, path, limits_keys, NULL);
+    const ynode *v;
+    uint64_t u;
+    if ((v = map_get(n, "max_header_bytes")))
+        get_size(c, v, "limits.max_header_bytes", KIB, MIB, &l->max_header_bytes);
+    if ((v = map_get(n, "max_body_bytes")))
+        get_size(c, v, "limits.max_body_bytes", 0, SIZE_MAX, &l->max_body_bytes);
+    if ((v = map_get(n, "max_uri_bytes")))
+        get_size(c, v, "limits.max_uri_bytes", 1, MIB, &l->max_uri_bytes);
+    if ((v = map_get(n, "header_timeout")))
+        get_duration(c, v, "limits.header_timeout", 1, &l->header_timeout_ms);
+    if ((v = map_get(n, "idle_timeout")))
+        get_duration(c, v, "limits.idle_timeout", 1, &l->idle_timeout_ms);
+    if ((v = map_get(n, "drain_timeout")))
+        get_duration(c, v, "limits.drain_timeout", 0, &l->drain_timeout_ms);
+    if ((v = map_get(n, "max_connections")) && get_uint(c, v, "limits.max_connections", 1, 10000000, &u))
+        l->max_connections = (unsigned)u;
+}
+
+static void build_upstream(cx *c, const ynode *n, const char *path, fx_upstream_conf *u)
+{
+    if (!want(c, n, Y_MAP, path))
+        return;
+    check_keys(c, n, path, upstream_keys, upstream_planned);
+    const ynode *v;
+    uint64_t x;
+    if ((v = require(c, n, path, "targets"))) {
+        const char *tpath = pkey(c, path, "targets");
+        if (!want(c, v, Y_SEQ, tpath)) {
+            /* reported */
+        } else if (v->n == 0) {
+            node_err(c, v, "%s: must list at least one address", tpath);
+        } else if ((u->targets = cx_calloc(c, v->n, sizeof(*u->targets)))) {
+            u->ntargets = v->n;
+            for (size_t i = 0; i < v->n; i++)
+                get_addr(c, v->kids[i], pidx(c, tpath, i), false, &u->targets[i]);
+        }
+    }
+    if ((v = map_get(n, "keepalive")) && get_uint(c, v, pkey(c, path, "keepalive"), 0, 100000, &x))
+        u->keepalive = (unsigned)x;
+    if ((v = map_get(n, "connect_timeout")))
+        get_duration(c, v, pkey(c, path, "connect_timeout"), 1, &u->connect_timeout_ms);
+    if ((v = map_get(n, "timeout")))
+        get_duration(c, v, pkey(c, path, "timeout"), 1, &u->timeout_ms);
+}
+
+static void build_upstreams(cx *c, const ynode *n)
+{
+    const char *path = "upstreams";
+    if (!want(c, n, Y_MAP, path))
+        return;
+    if (n->n == 0) {
+        node_err(c, n, "%s: must define at least one upstream", path);
+        return;
+    }
+    check_keys(c, n, path, NULL, NULL);
+    fx_config *cfg = c->cfg;
+    if (!(cfg->upstreams = cx_calloc(c, n->n, sizeof(*cfg->upstreams))))
+        return;
+    cfg->nupstreams = n->n;
+    for (size_t i = 0; i < n->n; i++) {
+        const ynode *k = MAP_KEY(n, i);
+        fx_upstream_conf *u = &cfg->upstreams[i];
+        u->keepalive = 64;
+        u->connect_timeout_ms = 2000;
+        u->timeout_ms = 30000;
+        u->line = k->line;
+        u->col = k->col;
+        if (k->type != Y_SCALAR)
+            continue; /* reported by check_keys */
+        if (!valid_name(k->s))
+            node_err(c, k, "upstreams: invalid upstream name '%s' (use letters, digits, '_', '.' and '-')",
+                     show(c, k->s));
+        if (!(u->name = cx_strdup(c, k->s)))
+            continue;
+        build_upstream(c, MAP_VAL(n, i), pkey(c, path, k->s), u);
+    }
+    c->upstreams_ok = true;
+}
+
+static const struct {
+    const char *name;
+    int method;
+} methods[] = {
+    {"GET", HTTP_GET},         {"HEAD", HTTP_HEAD},   {"POST", HTTP_POST},
+    {"PUT", HTTP_PUT},         {"PATCH", HTTP_PATCH}, {"DELETE", HTTP_DELETE},
+    {"OPTIONS", HTTP_OPTIONS}, {"TRACE", HTTP_TRACE}, {"CONNECT", HTTP_CONNECT},
+};
+#define NMETHODS (sizeof(methods) / sizeof(methods[0]))
+
+static bool build_methods(cx *c, const ynode *n, const char *path, uint64_t *out)
+{
+    if (!want(c, n, Y_SEQ, path))
+        return false;
+    if (n->n == 0) {
+        node_err(c, n, "%s: must not be empty (leave 'methods' out to match any method)", path);
+        return false;
+    }
+    const char *names[NMETHODS];
+    for (size_t i = 0; i < NMETHODS; i++)
+        names[i] = methods[i].name;
+    bool ok = true;
+    uint64_t mask = 0;
+    for (size_t i = 0; i < n->n; i++) {
+        const char *ipath = pidx(c, path, i);
+        const char *s = get_str(c, n->kids[i], ipath);
+        if (!s) {
+            ok = false;
+            continue;
+        }
+        size_t j = 0;
+        while (j < NMETHODS && strcmp(s, methods[j].name))
+            j++;
+        if (j == NMETHODS) {
+            node_err(c, n->kids[i], "%s: unknown method '%s'%s", ipath, show(c, s), suggest(c, s, names, NMETHODS));
+            ok = false;
+        } else if (mask & FX_METHOD_BIT(methods[j].method)) {
+            node_err(c, n->kids[i], "%s: method '%s' is listed twice", ipath, s);
+            ok = false;
+        } else {
+            mask |= FX_METHOD_BIT(methods[j].method);
+        }
+    }
+    *out = mask;
+    return ok;
+}
+
+static bool build_host(cx *c, const ynode *n, const char *path, fx_route_conf *r)
+{
+    const char *s = get_str(c, n, path);
+    if (!s)
+        return false;
+    size_t len = strlen(s);
+    bool ok = len > 0 && len <= 253;
+    if (ok && s[0] == '[') {
+        /* an IPv6 literal, as it appears in a Host header */
+        struct in6_addr a6;
+        char buf[INET6_ADDRSTRLEN];
+        ok = s[len - 1] == ']' && len - 2 < sizeof(buf);
+        if (ok) {
+            memcpy(buf, s + 1, len - 2);
+            buf[len - 2] = '\0';
+            ok = inet_pton(AF_INET6, buf, &a6) == 1;
+        }
+    } else if (ok && strchr(s, ':')) {
+        node_err(c, n, "%s: host '%s' must not include a port", path, show(c, s));
+        return false;
+    } else {
+        for (const char *p = s; ok && *p; p++)
+            ok = is_name_char(*p) || *p == '.' || *p == '-';
+    }
+    if (!ok) {
+        node_err(c, n, "%s: invalid host '%s' (expected a host name like api.example.com)", path, show(c, s));
+        return false;
+    }
+    if (!(r->host = cx_strdup(c, s)))
+        return false;
+    for (char *p = r->host; *p; p++)
+        if (*p >= 'A' && *p <= 'Z')
+            *p = (char)(*p - 'A' + 'a');
+    return true;
+}
+
+/* Characters a path pattern may hold: printable ASCII, minus what would end
+ * the path in a request target. Braces are checked by the caller. */
+static bool path_chars_ok(cx *c, const ynode *n, const char *path, const char *s)
+{
+    for (const char *p = s; *p; p++) {
+        unsigned char ch = (unsigned char)*p;
+        if (ch <= 0x20 || ch >= 0x7f) {
+            node_err(c, n,
+                     "%s: '%s' contains a space, control or non-ASCII byte (write it percent-encoded, as it "
+                     "appears in a request)",
+                     path, show(c, s));
+            return false;
+        }
+        if (ch == '?' || ch == '#') {
+            node_err(c, n, "%s: '%s' contains '%c' (only the path is matched, not the query)", path, show(c, s), ch);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Splits a template at '/' (the leading '/' is not a segment) into literal
+ * segments and {param} segments. */
+static bool split_template(cx *c, const ynode *n, const char *path, fx_route_conf *r)
+{
+    const char *tpl = r->path;
+    size_t nsegs = 0;
+    for (const char *p = tpl; *p; p++)
+        nsegs += *p == '/';
+    if (!(r->segs = cx_calloc(c, nsegs, sizeof(*r->segs))))
+        return false;
+    r->nsegs = nsegs;
+
+    bool ok = true;
+    const char *p = tpl + 1;
+    for (size_t i = 0; i < nsegs; i++) {
+        const char *e = strchr(p, '/');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        fx_path_seg *seg = &r->segs[i];
+        const char *open = memchr(p, '{', len), *close = memchr(p, '}', len);
+        if (open || close) {
+            const char *name = p + 1;
+            size_t nlen = len >= 2 ? len - 2 : 0;
+            bool whole = len >= 2 && p[0] == '{' && p[len - 1] == '}' && !memchr(name, '{', nlen) &&
+                         !memchr(name, '}', nlen);
+            bool name_ok = whole && nlen > 0 && !is_digit(name[0]);
+            for (size_t j = 0; name_ok && j < nlen; j++)
+                name_ok = is_name_char(name[j]);
+            if (!whole) {
+                node_err(c, n, "%s: a parameter must be a whole path segment, like /{id}/, in '%s'", path,
+                         show(c, tpl));
+                ok = false;
+                break;
+            }
+            if (!name_ok) {
+                node_err(c, n, "%s: bad parameter name '{%s}' in '%s' (letters, digits and '_', not starting with "
+                               "a digit)",
+                         path, show(c, cx_printf(c, "%.*s", (int)nlen, name)), show(c, tpl));
+                ok = false;
+                break;
+            }
+            for (size_t j = 0; j < i; j++) {
+                if (r->segs[j].is_param && r->segs[j].len == nlen && !memcmp(r->segs[j].text, name, nlen)) {
+                    node_err(c, n, "%s: parameter '{%.*s}' appears twice in '%s'", path, (int)nlen, name,
+                             show(c, tpl));
+                    ok = false;
+                }
+            }
+            seg->is_param = 1;
+            seg->len = nlen;
+            seg->text = strndup(name, nlen);
+        } else {
+            seg->len = len;
+            seg->text = strndup(p, len);
+        }
+        if (!seg->text) {
+            cx_oom(c);
+            return false;
+        }
+        p += len + 1;
+    }
+    return ok;
+}
+
+static bool build_match(cx *c, const ynode *n, const char *path, fx_route_conf *r)
+{
+    if (!want(c, n, Y_MAP, path))
+        return false;
+    check_keys(c, n, path, match_keys, NULL);
+    bool ok = true;
+    const ynode *pth = map_get(n, "path"), *pfx = map_get(n, "prefix"), *v;
+    if (pth && pfx) {
+        node_err(c, n, "%s: use either 'path' or 'prefix', not both", path);
+        ok = false;
+    } else if (!pth && !pfx) {
+        node_err(c, n, "%s: needs 'path' or 'prefix'", path);
+        ok = false;
+    } else {
+        const ynode *pn = pth ? pth : pfx;
+        const char *ppath = pkey(c, path, pth ? "path" : "prefix");
+        const char *s = get_str(c, pn, ppath);
+        if (!s) {
+            ok = false;
+        } else if (s[0] != '/') {
+            node_err(c, pn, "%s: '%s' must start with '/'", ppath, show(c, s));
+            ok = false;
+        } else if (!path_chars_ok(c, pn, ppath, s)) {
+            ok = false;
+        } else if (pfx && strpbrk(s, "{}")) {
+            node_err(c, pn, "%s: a prefix cannot have parameters; use 'path' for '%s'", ppath, show(c, s));
+            ok = false;
+        } else if (!(r->path = cx_strdup(c, s))) {
+            ok = false;
+        } else {
+            r->path_len = strlen(s);
+            if (pfx)
+                r->kind = FX_MATCH_PREFIX;
+            else if (!strpbrk(s, "{}"))
+                r->kind = FX_MATCH_EXACT;
+            else {
+                r->kind = FX_MATCH_TEMPLATE;
+                ok = split_template(c, pn, ppath, r);
+            }
+        }
+    }
+    if ((v = map_get(n, "methods")))
+        ok &= build_methods(c, v, pkey(c, path, "methods"), &r->methods);
+    if ((v = map_get(n, "host")))
+        ok &= build_host(c, v, pkey(c, path, "host"), r);
+    return ok;
+}
+
+static int find_upstream(const fx_config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->nupstreams; i++)
+        if (cfg->upstreams[i].name && !strcmp(cfg->upstreams[i].name, name))
+            return (int)i;
+    return -1;
+}
+
+static bool build_upstream_ref(cx *c, const ynode *n, const char *path, fx_route_conf *r)
+{
+    const char *s = get_str(c, n, path);
+    if (!s)
+        return false;
+    if (!c->upstreams_ok)
+        return false; /* the upstreams section itself is broken: say nothing more */
+    const fx_config *cfg = c->cfg;
+    if ((r->upstream = find_upstream(cfg, s)) >= 0)
+        return true;
+    const char **names = cx_alloc(c, (cfg->nupstreams + 1) * sizeof(*names));
+    const char *hint = "";
+    if (names) {
+        for (size_t i = 0; i < cfg->nupstreams; i++)
+            names[i] = cfg->upstreams[i].name;
+        hint = suggest(c, s, names, cfg->nupstreams);
+    }
+    node_err(c, n, "%s: unknown upstream '%s'%s", path, show(c, s), hint);
+    return false;
+}
+
+static bool build_route(cx *c, const ynode *n, const char *path, fx_route_conf *r)
+{
+    static const char *const auth_words[] = {"required", "optional", "none"};
+    r->line = n->line;
+    r->col = n->col;
+    r->upstream = -1;
+    if (!want(c, n, Y_MAP, path))
+        return false;
+    check_keys(c, n, path, route_keys, route_planned);
+    bool ok = true;
+    const ynode *v;
+    if ((v = require(c, n, path, "name"))) {
+        const char *npath = pkey(c, path, "name");
+        const char *s = get_str(c, v, npath);
+        if (s && !valid_name(s)) {
+            node_err(c, v, "%s: invalid route name '%s' (use letters, digits, '_', '.' and '-')", npath, show(c, s));
+            s = NULL;
+        }
+        ok &= s && (r->name = cx_strdup(c, s));
+    } else {
+        ok = false;
+    }
+    if ((v = require(c, n, path, "match")))
+        ok &= build_match(c, v, pkey(c, path, "match"), r);
+    else
+        ok = false;
+    if ((v = require(c, n, path, "upstream")))
+        ok &= build_upstream_ref(c, v, pkey(c, path, "upstream"), r);
+    else
+        ok = false;
+    if ((v = map_get(n, "auth"))) {
+        int a = get_word(c, v, pkey(c, path, "auth"), auth_words, 3);
+        if (a < 0)
+            ok = false;
+        else
+            r->auth = a == 0 ? FX_AUTH_REQUIRED : a == 1 ? FX_AUTH_OPTIONAL : FX_AUTH_NONE;
+    }
+    return ok;
+}
+
+static int cmp_route_names(const void *pa, const void *pb)
+{
+    const fx_route_conf *a = *(const fx_route_conf *const *)pa, *b = *(const fx_route_conf *const *)pb;
+    int r = strcmp(a->name, b->name);
+    return r ? r : (a > b) - (a < b);
+}
+
+/* Does route a (earlier) take every request route b (later) would match? */
+static bool shadows(const fx_route_conf *a, const fx_route_conf *b)
+{
+    if (a->methods && (!b->methods || (b->methods & ~a->methods)))
+        return false;
+    if (a->host && (!b->host || strcmp(a->host, b->host)))
+        return false;
+    if (a->kind == FX_MATCH_PREFIX) {
+        /* b's requests all start with b's text up to its first parameter */
+        size_t fixed = b->kind == FX_MATCH_TEMPLATE ? strcspn(b->path, "{") : b->path_len;
+        return a->path_len <= fixed && !memcmp(a->path, b->path, a->path_len);
+    }
+    if (b->kind == FX_MATCH_PREFIX)
+        return false;
+    if (a->kind == FX_MATCH_EXACT)
+        return b->kind == FX_MATCH_EXACT && !strcmp(a->path, b->path);
+    /* a is a template: b must have the same shape, with a's params over
+     * any non-empty segment of b (b's own params included) */
+    size_t nb = b->kind == FX_MATCH_TEMPLATE ? b->nsegs : 0;
+    const char *bp = b->path + 1;
+    size_t count = 1;
+    if (b->kind == FX_MATCH_EXACT)
+        for (const char *p = bp; *p; p++)
+            count += *p == '/';
+    else
+        count = nb;
+    if (count != a->nsegs)
+        return false;
+    for (size_t i = 0; i < a->nsegs; i++) {
+        const fx_path_seg *as = &a->segs[i];
+        const char *text;
+        size_t len;
+        int param;
+        if (b->kind == FX_MATCH_TEMPLATE) {
+            text = b->segs[i].text;
+            len = b->segs[i].len;
+            param = b->segs[i].is_param;
+        } else {
+            const char *e = strchr(bp, '/');
+            text = bp;
+            len = e ? (size_t)(e - bp) : strlen(bp);
+            param = 0;
+            bp += len + 1;
+        }
+        if (as->is_param) {
+            if (!param && len == 0)
+                return false;
+        } else if (param || len != as->len || memcmp(text, as->text, len)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static void build_routes(cx *c, const ynode *n)
+{
+    const char *path = "routes";
+    if (!want(c, n, Y_SEQ, path))
+        return;
+    if (n->n == 0) {
+        node_err(c, n, "%s: must list at least one route", path);
+        return;
+    }
+    fx_config *cfg = c->cfg;
+    if (!(cfg->routes = cx_calloc(c, n->n, sizeof(*cfg->routes))) ||
+        !(c->route_ok = cx_calloc(c, n->n, sizeof(*c->route_ok))))
+        return;
+    cfg->nroutes = n->n;
+    for (size_t i = 0; i < n->n; i++)
+        c->route_ok[i] = build_route(c, n->kids[i], pidx(c, path, i), &cfg->routes[i]);
+
+    /* unique names */
+    const fx_route_conf **by_name = cx_alloc(c, n->n * sizeof(*by_name));
+    size_t nn = 0;
+    for (size_t i = 0; by_name && i < n->n; i++)
+        if (cfg->routes[i].name)
+            by_name[nn++] = &cfg->routes[i];
+    if (nn > 1) {
+        qsort(by_name, nn, sizeof(*by_name), cmp_route_names);
+        for (size_t i = 1, first = 0; i < nn; i++) {
+            if (strcmp(by_name[i]->name, by_name[first]->name)) {
+                first = i;
+                continue;
+            }
+            size_t fi = (size_t)(by_name[first] - cfg->routes), li = (size_t)(by_name[i] - cfg->routes);
+            const ynode *nm = map_get(n->kids[li], "name");
+            node_err(c, nm, "routes[%zu].name: duplicate route name '%s' (first used by routes[%zu], line %d)", li,
+                     by_name[i]->name, fi, by_name[first]->line);
+            c->route_ok[li] = false;
+        }
+    }
+
+    /* unreachable routes: first match wins, so a later route can be dead */
+    for (size_t j = 1; j < n->n; j++) {
+        if (!c->route_ok[j])
+            continue;
+        for (size_t i = 0; i < j; i++) {
+            if (c->route_ok[i] && shadows(&cfg->routes[i], &cfg->routes[j])) {
+                node_err(c, n->kids[j],
+                         "routes[%zu]: route '%s' can never match: routes[%zu] ('%s', line %d) takes all its "
+                         "requests first",
+                         j, cfg->routes[j].name, i, cfg->routes[i].name, cfg->routes[i].line);
+                break;
+            }
+        }
+    }
+}
+
+static void build_log(cx *c, const ynode *n)
+{
+    static const char *const levels[] = {"debug", "info", "warn", "error"};
+    const char *path = "log";
+    fx_log_conf *l = &c->cfg->log;
+    if (!want(c, n, Y_MAP, path))
+        return;
+    check_keys(c, n, path, log_keys, log_planned);
+    const ynode *v;
+    if ((v = map_get(n, "access"))) {
+        const char *s = get_str(c, v, "log.access");
+        if (!s) {
+            /* reported */
+        } else if (!strcmp(s, "stdout")) {
+            l->access = FX_LOG_STDOUT;
+        } else if (!strcmp(s, "stderr")) {
+            l->access = FX_LOG_STDERR;
+        } else if (!strcmp(s, "off")) {
+            l->access = FX_LOG_OFF;
+        } else if (!*s) {
+            node_err(c, v, "log.access: expected stdout, stderr, off or a file path, got ''");
+        } else if ((l->access_file = cx_strdup(c, s))) {
+            l->access = FX_LOG_FILE;
+        }
+    }
+    if ((v = map_get(n, "level"))) {
+        int lv = get_word(c, v, "log.level", levels, 4);
+        if (lv >= 0)
+            l->level = lv;
+    }
+}
+
+static void check_listen_addrs(cx *c)
+{
+    const fx_config *cfg = c->cfg;
+    for (size_t j = 0; j < cfg->nlistens; j++) {
+        const fx_addr *b = &cfg->listens[j].addr;
+        if (!b->text || addr_port(b) == 0)
+            continue;
+        for (size_t i = 0; i < j; i++) {
+            if (addr_same(&cfg->listens[i].addr, b)) {
+                cx_err(c, cfg->listens[j].line, cfg->listens[j].col,
+                       "listen[%zu].address: '%s' is already used by listen[%zu] (line %d)", j, show(c, b->text), i,
+                       cfg->listens[i].line);
+                break;
+            }
+        }
+        if (cfg->has_admin && addr_same(&cfg->admin, b))
+            cx_err(c, cfg->listens[j].line, cfg->listens[j].col,
+                   "listen[%zu].address: '%s' is also the admin address", j, show(c, b->text));
+    }
+}
+
+static void build(cx *c, const ynode *root)
+{
+    if (!want(c, root, Y_MAP, ""))
+        return;
+    check_keys(c, root, "", top_keys, top_planned);
+    const ynode *v;
+    if ((v = require(c, root, "", "listen")))
+        build_listen(c, v);
+    if ((v = map_get(root, "admin")))
+        build_admin(c, v);
+    if ((v = map_get(root, "workers")))
+        build_workers(c, v);
+    if ((v = map_get(root, "limits")))
+        build_limits(c, v);
+    if ((v = require(c, root, "", "upstreams")))
+        build_upstreams(c, v);
+    if ((v = require(c, root, "", "routes")))
+        build_routes(c, v);
+    if ((v = map_get(root, "log")))
+        build_log(c, v);
+    check_listen_addrs(c);
+}
+
+/* --- loading --------------------------------------------------------------- */
+
+static int cmp_errs(const void *pa, const void *pb)
+{
+    const cerr *a = pa, *b = pb;
+    if (a->line != b->line)
+        return a->line < b->line ? -1 : 1;
+    if (a->col != b->col)
+        return a->col < b->col ? -1 : 1;
+    return (a->seq > b->seq) - (a->seq < b->seq);
+}
+
+/* Sorted by position, into the caller's list. */
+static void flush_errors(cx *c, fx_diags *diags)
+{
+    if (c->nerrs > 1)
+        qsort(c->errs, c->nerrs, sizeof(*c->errs), cmp_errs);
+    for (size_t i = 0; i < c->nerrs; i++) {
+        if (i < MAX_SHOWN_ERRORS)
+            fx_diags_add(diags, c->file, c->errs[i].line, c->errs[i].col, "%s", c->errs[i].msg);
+        free(c->errs[i].msg);
+    }
+    if (c->errors > MAX_SHOWN_ERRORS)
+        fx_diags_add(diags, c->file, 0, 0, "too many errors: %zu in all, only the first %d are shown", c->errors,
+                     MAX_SHOWN_ERRORS);
+    free(c->errs);
+}
+
+static unsigned online_cpus(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 256 ? 256 : (unsigned)n;
+}
+
+fx_config *fx_config_load_buffer(const char *name, const char *buf, size_t len, fx_diags *diags)
+{
+    if (!name)
+        name = "<config>";
+    if (len > MAX_FILE_BYTES) {
+        fx_diags_add(diags, name, 0, 0, "the file is too large (%zu bytes; the limit is 4 MiB)", len);
+        return NULL;
+    }
+    if (!buf) { /* NULL is an empty buffer, whatever len says */
+        buf = "";
+        len = 0;
+    }
+    cx c = {.file = name, .buf = buf, .len = len};
+    fx_arena_init(&c.a, 16384);
+
+    fx_config *cfg = c.cfg = calloc(1, sizeof(*cfg));
+    if (!cfg || !(cfg->file = strdup(name))) {
+        cx_oom(&c);
+    } else {
+        cfg->limits = (fx_limits_conf){
+            .max_header_bytes = 32 * KIB,
+            .max_body_bytes = 10 * MIB,
+            .max_uri_bytes = 8 * KIB,
+            .header_timeout_ms = 10000,
+            .idle_timeout_ms = 60000,
+            .drain_timeout_ms = 30000,
+            .max_connections = 10000,
+        };
+        cfg->log.access = FX_LOG_STDOUT;
+        cfg->log.level = 1;
+        ynode *root = read_tree(&c);
+        if (root)
+            build(&c, root);
+        else if (!c.errors)
+            cx_err(&c, 1, 1, "the configuration is empty (it needs at least 'listen', 'upstreams' and 'routes')");
+        if (!cfg->workers)
+            cfg->workers = online_cpus();
+    }
+
+    bool failed = c.errors > 0;
+    flush_errors(&c, diags);
+    free(c.route_ok);
+    fx_arena_free(&c.a);
+    if (failed) {
+        config_free(cfg);
+        return NULL;
+    }
+    atomic_init(&cfg->refs, 1);
+    return cfg;
+}
+
+fx_config *fx_config_load(const char *file, fx_diags *diags)
+{
+    int fd = open(file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        fx_diags_add(diags, file, 0, 0, "cannot read: %s", strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size > MAX_FILE_BYTES) {
+        fx_diags_add(diags, file, 0, 0, "the file is too large (%jd bytes; the limit is 4 MiB)", (intmax_t)st.st_size);
+        close(fd);
+        return NULL;
+    }
+    /* read at most one byte past the limit: pipes and /proc files have no size */
+    char *buf = malloc(MAX_FILE_BYTES + 1);
+    size_t len = 0;
+    int err = buf ? 0 : ENOMEM;
+    while (buf && len <= MAX_FILE_BYTES) {
+        ssize_t r = read(fd, buf + len, MAX_FILE_BYTES + 1 - len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            err = errno;
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+    }
+    close(fd);
+    if (err) {
+        fx_diags_add(diags, file, 0, 0, "cannot read: %s", strerror(err));
+        free(buf);
+        return NULL;
+    }
+    if (len > MAX_FILE_BYTES) {
+        fx_diags_add(diags, file, 0, 0, "the file is too large (more than 4 MiB)");
+        free(buf);
+        return NULL;
+    }
+    fx_config *cfg = fx_config_load_buffer(file, buf, len, diags);
+    free(buf);
+    return cfg;
+}

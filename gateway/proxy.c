@@ -1,0 +1,1375 @@
+/*
+ * proxy.c — the life of a client connection (see proxy.h).
+ *
+ *   accept ─▶ READ_HEAD ─▶ route ─▶ PROXY ─────────────▶ finish ─▶ READ_HEAD (keep-alive)
+ *                │                    │  request body ▶ upstream (Content-Length moved,
+ *                │                    │                chunked re-framed)
+ *                │                    │  response head ◀ upstream (checked, rewritten)
+ *                │                    │  response body ◀ upstream (streamed)
+ *                │                    └▶ TUNNEL after 101 (WebSocket, any Upgrade)
+ *                └▶ problem+json error ─▶ CLOSING (flush, then close)
+ *
+ * Sections, in order: helpers and timers; answering with our own errors;
+ * the request head; the upstream head; request body pump; response head and
+ * body pump; finishing a request; tunnels; connection events; accept/drain.
+ *
+ * One request at a time per connection: pipelined requests wait, unread, in
+ * the input buffer until the previous response is queued, so responses are
+ * always in order. Backpressure in both directions: when the peer's output
+ * buffer holds more than FX_HIGH_WATER bytes we stop reading from the source
+ * until it has drained to FX_LOW_WATER.
+ */
+#include "proxy.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "arena.h"
+#include "http1.h"
+#include "log.h"
+#include "router.h"
+#include "upstream.h"
+
+#define FX_HIGH_WATER (512 * 1024)
+#define FX_LOW_WATER (128 * 1024)
+#define FX_MAX_RESPONSE_HEAD (64 * 1024)
+/* Request body bytes read (and, if chunked, validated) before the upstream is
+ * contacted: a malformed small body is refused without the upstream ever
+ * seeing the request, and a request that never sent a body byte upstream can
+ * be retried. Larger bodies stream from here on. */
+#define FX_STAGE_BYTES (64 * 1024)
+
+enum conn_state { CS_READ_HEAD, CS_PROXY, CS_TUNNEL, CS_CLOSING };
+
+enum resp_out { OUT_NONE, OUT_LENGTH, OUT_CHUNKED, OUT_CLOSE };
+
+struct fx_conn {
+    fx_worker *w;
+    fx_conn *prev, *next;
+    struct bufferevent *bev;
+    struct event *timer;
+    char client_ip[INET6_ADDRSTRLEN];
+    int state;
+    uint64_t last_activity_ms;    /* last byte read or written, for stall timeouts */
+    uint64_t head_deadline_ms;    /* when the current head must be complete */
+    unsigned head_started : 1;    /* a byte of the next request has arrived */
+    unsigned close_after : 1;     /* close once the current response is flushed */
+    unsigned served : 1;          /* at least one request answered (keep-alive idle) */
+
+    /* the current request; everything below is reset between requests */
+    fx_arena arena;
+    fx_config *cfg;
+    fx_http_msg req;
+    fx_route_match match;
+    const fx_upstream_conf *ups;
+    fx_pool *pool;
+    char rid[33];
+    fx_slice request_id;
+    uint64_t t0_us;
+    uint64_t bytes_in, bytes_out;
+    int status;
+    const char *upstream_error;   /* for the log */
+
+    /* request body towards the upstream */
+    uint64_t req_left;
+    fx_http_chunked req_chunked;
+    unsigned req_done : 1;
+    unsigned req_body_started : 1;/* a body byte was sent upstream: no retry */
+    struct evbuffer *stage;       /* body bytes read before the upstream is contacted */
+    char *up_head;                /* serialized upstream head (arena), kept for one retry */
+    size_t up_head_len;
+    unsigned retried : 1;
+
+    /* upstream side */
+    fx_upconn *up;
+    struct event *up_timer;       /* connect timeout */
+    fx_http_msg resp;
+    uint64_t resp_left;
+    fx_http_chunked resp_chunked;
+    int resp_out;                 /* enum resp_out */
+    unsigned resp_head_done : 1;
+    unsigned resp_started : 1;    /* response head queued to the client */
+    unsigned resp_done : 1;
+    unsigned resp_any_byte : 1;   /* the upstream sent something */
+    unsigned up_paused : 1;       /* upstream reads paused by client backpressure */
+    unsigned client_paused : 1;   /* client reads paused by upstream backpressure */
+};
+
+static void client_process(fx_conn *c);
+static void conn_free(fx_conn *c);
+static void on_client_read(struct bufferevent *bev, void *arg);
+static void on_client_write(struct bufferevent *bev, void *arg);
+static void on_client_event(struct bufferevent *bev, short what, void *arg);
+static void on_up_read(struct bufferevent *bev, void *arg);
+static void on_up_write(struct bufferevent *bev, void *arg);
+static void on_up_event(struct bufferevent *bev, short what, void *arg);
+static void finish_request(fx_conn *c);
+static int upstream_connect(fx_conn *c);
+static void pump_request_body(fx_conn *c);
+
+/* ---- helpers and timers --------------------------------------------------------- */
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static uint64_t now_ms(void)
+{
+    return now_us() / 1000u;
+}
+
+static void arm_timer(fx_conn *c, uint64_t ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+    evtimer_add(c->timer, &tv);
+}
+
+static const fx_limits_conf *limits(fx_conn *c)
+{
+    return &c->cfg->limits;
+}
+
+static struct evbuffer *client_out(fx_conn *c)
+{
+    return bufferevent_get_output(c->bev);
+}
+
+static char *put(char *o, const char *p, size_t n)
+{
+    memcpy(o, p, n);
+    return o + n;
+}
+
+static char *put_s(char *o, fx_slice s)
+{
+    return put(o, s.p, s.n);
+}
+
+#define PUT_LIT(o, lit) put((o), (lit), sizeof(lit) - 1)
+
+static char *put_u64(char *o, uint64_t v)
+{
+    char tmp[24];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        *o++ = tmp[--n];
+    return o;
+}
+
+/* ---- our own answers: problem+json (RFC 9457) ------------------------------------- */
+
+static void ensure_request_id(fx_conn *c)
+{
+    if (c->request_id.n)
+        return;
+    if (c->req.request_id.n) {
+        c->request_id = c->req.request_id;
+    } else {
+        fx_worker_request_id(c->w, c->rid);
+        c->request_id = fx_slice_make(c->rid, 32);
+    }
+}
+
+static void access_log(fx_conn *c);
+
+/*
+ * Queues a complete error response. `keep` says whether the connection may
+ * stay open (only when nothing of the request is left unread).
+ */
+static void send_problem(fx_conn *c, int status, const char *detail, int keep)
+{
+    ensure_request_id(c);
+    fx_worker *w = c->w;
+    const char *title = fx_http_status_text(status);
+    char body[1024], esc[600];
+    size_t el = fx_json_escape(esc, sizeof(esc) - 1, detail, strlen(detail));
+    if (el > sizeof(esc) - 1)
+        el = 0;
+    int bl = snprintf(body, sizeof(body),
+                      "{\"type\":\"about:blank\",\"title\":\"%s\",\"status\":%d,"
+                      "\"detail\":\"%.*s\",\"request_id\":\"%.*s\"}\n",
+                      title, status, (int)el, esc, (int)c->request_id.n, c->request_id.p);
+    if (bl < 0 || (size_t)bl >= sizeof(body))
+        bl = 0;
+    if (w->draining)
+        keep = 0;
+    char head[512];
+    int hl = snprintf(head, sizeof(head),
+                      "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: application/problem+json\r\n"
+                      "Content-Length: %d\r\nX-Request-Id: %.*s\r\n%s\r\n",
+                      status, title, fx_worker_date(w), bl, (int)c->request_id.n,
+                      c->request_id.p, keep ? "" : "Connection: close\r\n");
+    struct evbuffer *out = client_out(c);
+    evbuffer_add(out, head, (size_t)hl);
+    evbuffer_add(out, body, (size_t)bl);
+    c->bytes_out += (uint64_t)hl + (uint64_t)bl;
+    c->status = status;
+    c->resp_started = 1;
+    c->resp_done = 1;
+    if (!keep)
+        c->close_after = 1;
+}
+
+/* An error before or instead of forwarding: answer it, log it, move on. */
+static void reject(fx_conn *c, int status, const char *detail, int keep)
+{
+    if (c->resp_started) {
+        /* too late for a status: the client sees a truncated response */
+        c->close_after = 1;
+        c->resp_done = 1;
+        c->status = c->status ? c->status : status;
+        finish_request(c);
+        return;
+    }
+    send_problem(c, status, detail, keep);
+    finish_request(c);
+}
+
+/* ---- the request head -------------------------------------------------------------- */
+
+static void begin_request(fx_conn *c)
+{
+    c->cfg = fx_server_config(c->w->server);
+    c->t0_us = now_us();
+}
+
+static void end_request(fx_conn *c)
+{
+    if (c->up) {
+        fx_upconn_free(c->up);
+        c->up = NULL;
+    }
+    if (c->up_timer)
+        evtimer_del(c->up_timer);
+    if (c->cfg) {
+        fx_config_unref(c->cfg);
+        c->cfg = NULL;
+    }
+    if (c->stage)
+        evbuffer_drain(c->stage, evbuffer_get_length(c->stage));
+    fx_arena_reset(&c->arena);
+    memset(&c->req, 0, sizeof(c->req));
+    memset(&c->resp, 0, sizeof(c->resp));
+    c->match.route = NULL;
+    c->ups = NULL;
+    c->pool = NULL;
+    c->request_id = FX_SLICE_NULL;
+    c->bytes_in = c->bytes_out = 0;
+    c->status = 0;
+    c->upstream_error = NULL;
+    c->req_left = 0;
+    memset(&c->req_chunked, 0, sizeof(c->req_chunked));
+    c->req_done = c->req_body_started = c->retried = 0;
+    c->up_head = NULL;
+    c->up_head_len = 0;
+    c->resp_left = 0;
+    c->resp_out = OUT_NONE;
+    c->resp_head_done = c->resp_started = c->resp_done = c->resp_any_byte = 0;
+    c->up_paused = c->client_paused = 0;
+    c->head_started = 0;
+}
+
+static void read_head(fx_conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    size_t len = evbuffer_get_length(in);
+    if (len == 0)
+        return;
+    if (!c->cfg)
+        begin_request(c);
+    const fx_limits_conf *lim = limits(c);
+    if (!c->head_started) {
+        c->head_started = 1;
+        c->t0_us = now_us();
+        c->head_deadline_ms = c->t0_us / 1000 + lim->header_timeout_ms;
+        arm_timer(c, lim->header_timeout_ms);
+    }
+    size_t want = len < lim->max_header_bytes + 16 ? len : lim->max_header_bytes + 16;
+    const char *buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)want);
+    size_t head_len = 0, skip = 0;
+    fx_http_error err;
+    int rc = fx_http_scan_head(buf, want, lim->max_header_bytes, lim->max_uri_bytes, 1, &head_len,
+                               &skip, &err);
+    if (rc == 0)
+        return; /* wait for more; the header timer bounds the wait */
+    char detail[256];
+    if (rc < 0) {
+        c->bytes_in += want;
+        snprintf(detail, sizeof(detail), "%s (at byte %zu)", err.detail, err.offset);
+        evbuffer_drain(in, len);
+        reject(c, err.status, detail, 0);
+        return;
+    }
+    char *head = fx_arena_memdup(&c->arena, buf + skip, head_len);
+    evbuffer_drain(in, skip + head_len);
+    c->bytes_in += skip + head_len;
+    if (!head) {
+        reject(c, 503, "out of memory", 0);
+        return;
+    }
+    if (fx_http_parse_request(&c->arena, head, head_len, &c->req, &err) < 0) {
+        snprintf(detail, sizeof(detail), "%s (at byte %zu)", err.detail, err.offset);
+        evbuffer_drain(in, evbuffer_get_length(in));
+        reject(c, err.status, detail, 0);
+        return;
+    }
+    ensure_request_id(c);
+    /* from here on the body (if any) is not read yet: errors must close */
+    int body_unread = c->req.body != FX_BODY_NONE;
+
+    if (c->req.body == FX_BODY_LENGTH && c->req.content_length > lim->max_body_bytes) {
+        reject(c, 413, "request body is larger than limits.max_body_bytes", 0);
+        return;
+    }
+    const fx_route_conf *r =
+        fx_router_match(c->cfg, c->req.method, c->req.host_name, c->req.path, &c->match);
+    if (!r) {
+        snprintf(detail, sizeof(detail), "no route matches %.*s %.*s", (int)c->req.method_s.n,
+                 c->req.method_s.p, (int)(c->req.path.n > 200 ? 200 : c->req.path.n),
+                 c->req.path.p);
+        reject(c, 404, detail, !body_unread && c->req.keep_alive);
+        return;
+    }
+    c->ups = &c->cfg->upstreams[r->upstream];
+    c->pool = (size_t)r->upstream < c->w->npools ? &c->w->pools[r->upstream] : NULL;
+    c->state = CS_PROXY;
+    evtimer_del(c->timer);
+    c->last_activity_ms = now_ms();
+    arm_timer(c, lim->idle_timeout_ms);
+    if (c->req.body == FX_BODY_NONE) {
+        c->req_done = 1;
+        upstream_connect(c);
+        return;
+    }
+    if (c->req.expect_continue) {
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        evbuffer_add(client_out(c), cont, sizeof(cont) - 1);
+        c->bytes_out += sizeof(cont) - 1;
+    }
+    if (c->req.body == FX_BODY_LENGTH)
+        c->req_left = c->req.content_length;
+    pump_request_body(c);
+}
+
+/* ---- the upstream request head -------------------------------------------------------- */
+
+static int serialize_upstream_head(fx_conn *c)
+{
+    const fx_http_msg *m = &c->req;
+    fx_slice xff_prev[16];
+    size_t nxff = 0;
+    size_t size = 256 + m->target.n + c->request_id.n + m->host.n * 2 + 64;
+    for (size_t i = 0; i < m->nheaders; i++) {
+        const fx_http_header *h = &m->headers[i];
+        size += h->name.n + h->value.n + 4;
+        if ((h->flags & FX_HDR_XFF) && nxff < 16)
+            xff_prev[nxff++] = h->value;
+    }
+    char *o = fx_arena_alloc(&c->arena, size), *start = o;
+    if (!o)
+        return -1;
+    /* request line: origin-form always */
+    o = put_s(o, m->method_s);
+    *o++ = ' ';
+    if (m->absolute_form) {
+        o = put_s(o, m->path);
+        if (m->query.p) {
+            *o++ = '?';
+            o = put_s(o, m->query);
+        }
+    } else {
+        o = put_s(o, m->target);
+    }
+    o = PUT_LIT(o, " HTTP/1.1\r\nHost: ");
+    if (m->host.n) {
+        o = put_s(o, m->host);
+    } else {
+        const fx_addr *a = &c->ups->targets[0];
+        o = put(o, a->text, strlen(a->text));
+    }
+    o = PUT_LIT(o, "\r\n");
+    for (size_t i = 0; i < m->nheaders; i++) {
+        const fx_http_header *h = &m->headers[i];
+        if (h->flags & (FX_HDR_HOP | FX_HDR_FRAMING | FX_HDR_HOST | FX_HDR_EXPECT | FX_HDR_XFF |
+                        FX_HDR_XFWD | FX_HDR_REQUEST_ID))
+            continue;
+        o = put_s(o, h->name);
+        o = PUT_LIT(o, ": ");
+        o = put_s(o, h->value);
+        o = PUT_LIT(o, "\r\n");
+    }
+    o = PUT_LIT(o, "X-Forwarded-For: ");
+    for (size_t i = 0; i < nxff; i++) {
+        o = put_s(o, xff_prev[i]);
+        o = PUT_LIT(o, ", ");
+    }
+    o = put(o, c->client_ip, strlen(c->client_ip));
+    o = PUT_LIT(o, "\r\nX-Forwarded-Proto: http\r\n");
+    if (m->host.n) {
+        o = PUT_LIT(o, "X-Forwarded-Host: ");
+        o = put_s(o, m->host);
+        o = PUT_LIT(o, "\r\n");
+    }
+    o = PUT_LIT(o, "X-Request-Id: ");
+    o = put_s(o, c->request_id);
+    o = PUT_LIT(o, "\r\n");
+    if (m->upgrade) {
+        for (size_t i = 0; i < m->nheaders; i++) {
+            const fx_http_header *h = &m->headers[i];
+            if (h->flags & FX_HDR_UPGRADE) {
+                o = PUT_LIT(o, "Upgrade: ");
+                o = put_s(o, h->value);
+                o = PUT_LIT(o, "\r\n");
+                break;
+            }
+        }
+        o = PUT_LIT(o, "Connection: upgrade\r\n");
+    }
+    if (m->body == FX_BODY_LENGTH) {
+        o = PUT_LIT(o, "Content-Length: ");
+        o = put_u64(o, m->content_length);
+        o = PUT_LIT(o, "\r\n");
+    } else if (m->body == FX_BODY_CHUNKED) {
+        o = PUT_LIT(o, "Transfer-Encoding: chunked\r\n");
+    } else if (m->method == HTTP_POST || m->method == HTTP_PUT || m->method == HTTP_PATCH) {
+        o = PUT_LIT(o, "Content-Length: 0\r\n");
+    }
+    o = PUT_LIT(o, "\r\n");
+    c->up_head = start;
+    c->up_head_len = (size_t)(o - start);
+    return 0;
+}
+
+static void on_connect_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    fx_conn *c = arg;
+    c->upstream_error = "connect_timeout";
+    fx_log(FX_LOG_WARN, "upstream %s: connect to %s timed out", c->ups->name,
+           c->ups->targets[c->up ? c->up->target : 0].text);
+    reject(c, 504, "upstream connect timed out", 0);
+}
+
+static void set_response_timeout(fx_conn *c)
+{
+    uint64_t ms = c->ups->timeout_ms;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+    bufferevent_set_timeouts(c->up->bev, &tv, NULL);
+}
+
+/* Connects (or reuses) and queues the head. Returns -1 when the request was already answered. */
+static int upstream_connect(fx_conn *c)
+{
+    const char *why = "no upstream pool";
+    if (!c->up_head && serialize_upstream_head(c) < 0) {
+        reject(c, 503, "out of memory", 0);
+        return -1;
+    }
+    c->up = c->pool ? fx_pool_get(c->pool, &why) : NULL;
+    if (!c->up) {
+        c->upstream_error = "connect";
+        reject(c, 502, why, 0);
+        return -1;
+    }
+    bufferevent_setcb(c->up->bev, on_up_read, on_up_write, on_up_event, c);
+    bufferevent_setwatermark(c->up->bev, EV_WRITE, FX_LOW_WATER, 0);
+    bufferevent_enable(c->up->bev, EV_READ | EV_WRITE);
+    if (!c->up->connected && !c->up->reused) {
+        if (!c->up_timer)
+            c->up_timer = evtimer_new(c->w->base, on_connect_timeout, c);
+        uint64_t ms = c->ups->connect_timeout_ms;
+        struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+        evtimer_add(c->up_timer, &tv);
+    } else if (c->req_done || c->req.body == FX_BODY_NONE) {
+        set_response_timeout(c);
+    }
+    struct evbuffer *out = bufferevent_get_output(c->up->bev);
+    evbuffer_add(out, c->up_head, c->up_head_len);
+    if (c->stage && evbuffer_get_length(c->stage)) {
+        c->req_body_started = 1;
+        evbuffer_add_buffer(out, c->stage);
+    }
+    if (!c->req_done)
+        pump_request_body(c);
+    return 0;
+}
+
+/* ---- request body: client ▶ upstream --------------------------------------------------- */
+
+static struct evbuffer *body_sink(fx_conn *c)
+{
+    if (c->up)
+        return bufferevent_get_output(c->up->bev);
+    if (!c->stage)
+        c->stage = evbuffer_new();
+    return c->stage;
+}
+
+static int chunk_to_upstream(void *ctx, const char *p, size_t n)
+{
+    fx_conn *c = ctx;
+    struct evbuffer *out = body_sink(c);
+    if (!out)
+        return -1;
+    char hdr[24];
+    int hl = snprintf(hdr, sizeof(hdr), "%zx\r\n", n);
+    evbuffer_add(out, hdr, (size_t)hl);
+    evbuffer_add(out, p, n);
+    evbuffer_add(out, "\r\n", 2);
+    return 0;
+}
+
+static void request_body_done(fx_conn *c)
+{
+    c->req_done = 1;
+    if (c->up && (c->up->connected || c->up->reused))
+        set_response_timeout(c);
+    /* the next pipelined request waits, unread, until this response is done */
+    bufferevent_disable(c->bev, EV_READ);
+}
+
+static void pump_request_body(fx_conn *c)
+{
+    if (c->req_done)
+        return;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *out = body_sink(c);
+    size_t avail = evbuffer_get_length(in);
+    if (avail == 0 || !out)
+        return;
+    if (c->up)
+        c->req_body_started = 1;
+    if (c->req.body == FX_BODY_LENGTH) {
+        size_t n = avail < c->req_left ? avail : (size_t)c->req_left;
+        evbuffer_remove_buffer(in, out, n);
+        c->req_left -= n;
+        c->bytes_in += n;
+        if (c->req_left == 0)
+            request_body_done(c);
+    } else {
+        if (!c->req_chunked.parser.settings)
+            fx_http_chunked_init(&c->req_chunked, 1, limits(c)->max_body_bytes, chunk_to_upstream,
+                                 c);
+        struct evbuffer_iovec vec[8];
+        int nv = evbuffer_peek(in, -1, NULL, vec, 8);
+        if (nv > 8)
+            nv = 8;
+        size_t consumed = 0;
+        for (int i = 0; i < nv && !c->req_chunked.done; i++) {
+            const char *why = NULL;
+            long r = fx_http_chunked_feed(&c->req_chunked, vec[i].iov_base, vec[i].iov_len, &why);
+            if (r < 0) {
+                evbuffer_drain(in, evbuffer_get_length(in));
+                c->bytes_in += consumed;
+                if (r == FX_CHUNKED_TOO_BIG)
+                    reject(c, 413, why, 0);
+                else
+                    reject(c, 400, why, 0);
+                return;
+            }
+            consumed += (size_t)r;
+        }
+        evbuffer_drain(in, consumed);
+        c->bytes_in += consumed;
+        if (c->req_chunked.done) {
+            evbuffer_add(out, "0\r\n\r\n", 5);
+            request_body_done(c);
+        }
+    }
+    if (!c->up) {
+        if (c->req_done || evbuffer_get_length(out) >= FX_STAGE_BYTES)
+            upstream_connect(c);
+        return;
+    }
+    if (!c->req_done && evbuffer_get_length(out) > FX_HIGH_WATER) {
+        bufferevent_disable(c->bev, EV_READ);
+        c->client_paused = 1;
+    }
+}
+
+/* ---- response: upstream ▶ client -------------------------------------------------------- */
+
+static void upstream_failed(fx_conn *c, int status, const char *detail, const char *kind);
+
+static int resp_chunk_to_client(void *ctx, const char *p, size_t n)
+{
+    fx_conn *c = ctx;
+    struct evbuffer *out = client_out(c);
+    if (c->resp_out == OUT_CHUNKED) {
+        char hdr[24];
+        int hl = snprintf(hdr, sizeof(hdr), "%zx\r\n", n);
+        evbuffer_add(out, hdr, (size_t)hl);
+        evbuffer_add(out, p, n);
+        evbuffer_add(out, "\r\n", 2);
+        c->bytes_out += (uint64_t)hl + n + 2;
+    } else {
+        evbuffer_add(out, p, n);
+        c->bytes_out += n;
+    }
+    return 0;
+}
+
+static void response_complete(fx_conn *c)
+{
+    if (c->resp_out == OUT_CHUNKED) {
+        evbuffer_add(client_out(c), "0\r\n\r\n", 5);
+        c->bytes_out += 5;
+    }
+    c->resp_done = 1;
+    finish_request(c);
+}
+
+static int write_response_head(fx_conn *c)
+{
+    const fx_http_msg *r = &c->resp;
+    const fx_http_msg *q = &c->req;
+    int pass_cl = q->method == HTTP_HEAD || r->status == 304;
+    size_t size = 256 + r->reason.n + c->request_id.n;
+    for (size_t i = 0; i < r->nheaders; i++)
+        size += r->headers[i].name.n + r->headers[i].value.n + 4;
+    char *o = fx_arena_alloc(&c->arena, size), *start = o;
+    if (!o)
+        return -1;
+
+    /* framing towards the client */
+    int keep = q->keep_alive && !c->w->draining && !c->close_after;
+    switch (r->body) {
+    case FX_BODY_LENGTH:
+        c->resp_out = OUT_LENGTH;
+        break;
+    case FX_BODY_CHUNKED:
+    case FX_BODY_EOF:
+        c->resp_out = q->http_minor == 1 ? OUT_CHUNKED : OUT_CLOSE;
+        if (c->resp_out == OUT_CLOSE)
+            keep = 0;
+        break;
+    default:
+        c->resp_out = OUT_NONE;
+    }
+    if (r->upgrade)
+        keep = 0;
+
+    o = PUT_LIT(o, "HTTP/1.1 ");
+    o = put_u64(o, (uint64_t)r->status);
+    *o++ = ' ';
+    o = put_s(o, r->reason);
+    o = PUT_LIT(o, "\r\n");
+    for (size_t i = 0; i < r->nheaders; i++) {
+        const fx_http_header *h = &r->headers[i];
+        if (h->flags & FX_HDR_FRAMING) {
+            if (!(pass_cl && h->name.n == 14))
+                continue;
+        } else if (h->flags & (FX_HDR_HOP | FX_HDR_REQUEST_ID)) {
+            continue;
+        }
+        o = put_s(o, h->name);
+        o = PUT_LIT(o, ": ");
+        o = put_s(o, h->value);
+        o = PUT_LIT(o, "\r\n");
+    }
+    if (c->resp_out == OUT_LENGTH) {
+        o = PUT_LIT(o, "Content-Length: ");
+        o = put_u64(o, r->content_length);
+        o = PUT_LIT(o, "\r\n");
+    } else if (c->resp_out == OUT_CHUNKED) {
+        o = PUT_LIT(o, "Transfer-Encoding: chunked\r\n");
+    } else if (c->resp_out == OUT_NONE && !pass_cl && r->status >= 200 && r->status != 204 &&
+               !r->upgrade) {
+        o = PUT_LIT(o, "Content-Length: 0\r\n");
+    }
+    o = PUT_LIT(o, "X-Request-Id: ");
+    o = put_s(o, c->request_id);
+    o = PUT_LIT(o, "\r\n");
+    if (r->upgrade) {
+        for (size_t i = 0; i < r->nheaders; i++)
+            if (r->headers[i].flags & FX_HDR_UPGRADE) {
+                o = PUT_LIT(o, "Upgrade: ");
+                o = put_s(o, r->headers[i].value);
+                o = PUT_LIT(o, "\r\n");
+                break;
+            }
+        o = PUT_LIT(o, "Connection: upgrade\r\n");
+    } else if (!keep) {
+        o = PUT_LIT(o, "Connection: close\r\n");
+    } else if (q->http_minor == 0) {
+        o = PUT_LIT(o, "Connection: keep-alive\r\n");
+    }
+    o = PUT_LIT(o, "\r\n");
+    size_t n = (size_t)(o - start);
+    evbuffer_add(client_out(c), start, n);
+    c->bytes_out += n;
+    c->status = r->status;
+    c->resp_started = 1;
+    if (!keep)
+        c->close_after = 1;
+    return 0;
+}
+
+static void start_tunnel(fx_conn *c);
+
+/* Returns 1 when the request ended (the connection may be gone): touch nothing after. */
+static int pump_response(fx_conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->up->bev);
+    char detail[256];
+    while (!c->resp_head_done) {
+        size_t len = evbuffer_get_length(in);
+        if (len == 0)
+            return 0;
+        c->resp_any_byte = 1;
+        size_t want = len < FX_MAX_RESPONSE_HEAD ? len : FX_MAX_RESPONSE_HEAD;
+        const char *buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)want);
+        size_t head_len = 0, skip = 0;
+        fx_http_error err;
+        int rc = fx_http_scan_head(buf, want, FX_MAX_RESPONSE_HEAD, 0, 0, &head_len, &skip, &err);
+        if (rc == 0)
+            return 0;
+        if (rc < 0) {
+            snprintf(detail, sizeof(detail), "malformed upstream response: %s", err.detail);
+            upstream_failed(c, 502, detail, "malformed");
+            return 1;
+        }
+        char *head = fx_arena_memdup(&c->arena, buf, head_len);
+        evbuffer_drain(in, head_len);
+        if (!head || fx_http_parse_response(&c->arena, head, head_len, c->req.method,
+                                            c->req.upgrade, &c->resp, &err) < 0) {
+            snprintf(detail, sizeof(detail), "malformed upstream response: %s",
+                     head ? err.detail : "out of memory");
+            upstream_failed(c, 502, detail, "malformed");
+            return 1;
+        }
+        if (c->resp.status < 200 && c->resp.status != 101)
+            continue; /* interim responses (100, 103) are not passed on */
+        c->resp_head_done = 1;
+        if (write_response_head(c) < 0) {
+            upstream_failed(c, 502, "out of memory", "internal");
+            return 1;
+        }
+        if (c->resp.upgrade) {
+            start_tunnel(c);
+            return 1;
+        }
+        if (c->resp_out == OUT_LENGTH)
+            c->resp_left = c->resp.content_length;
+        else if (c->resp.body == FX_BODY_CHUNKED)
+            fx_http_chunked_init(&c->resp_chunked, 0, 0, resp_chunk_to_client, c);
+        if (c->resp.body == FX_BODY_NONE) {
+            response_complete(c);
+            return 1;
+        }
+    }
+
+    struct evbuffer *out = client_out(c);
+    size_t avail = evbuffer_get_length(in);
+    if (avail) {
+        switch (c->resp.body) {
+        case FX_BODY_LENGTH: {
+            size_t n = avail < c->resp_left ? avail : (size_t)c->resp_left;
+            evbuffer_remove_buffer(in, out, n);
+            c->resp_left -= n;
+            c->bytes_out += n;
+            if (c->resp_left == 0) {
+                response_complete(c);
+                return 1;
+            }
+            break;
+        }
+        case FX_BODY_CHUNKED: {
+            struct evbuffer_iovec vec[8];
+            int nv = evbuffer_peek(in, -1, NULL, vec, 8);
+            if (nv > 8)
+                nv = 8;
+            size_t consumed = 0;
+            for (int i = 0; i < nv && !c->resp_chunked.done; i++) {
+                const char *why = NULL;
+                long r = fx_http_chunked_feed(&c->resp_chunked, vec[i].iov_base, vec[i].iov_len,
+                                              &why);
+                if (r < 0) {
+                    snprintf(detail, sizeof(detail), "malformed upstream chunked body: %s", why);
+                    upstream_failed(c, 502, detail, "malformed");
+                    return 1;
+                }
+                consumed += (size_t)r;
+            }
+            evbuffer_drain(in, consumed);
+            if (c->resp_chunked.done) {
+                response_complete(c);
+                return 1;
+            }
+            break;
+        }
+        case FX_BODY_EOF:
+            if (c->resp_out == OUT_CHUNKED) {
+                struct evbuffer_iovec vec[8];
+                int nv = evbuffer_peek(in, -1, NULL, vec, 8);
+                if (nv > 8)
+                    nv = 8;
+                size_t consumed = 0;
+                for (int i = 0; i < nv; i++) {
+                    resp_chunk_to_client(c, vec[i].iov_base, vec[i].iov_len);
+                    consumed += vec[i].iov_len;
+                }
+                evbuffer_drain(in, consumed);
+            } else {
+                c->bytes_out += avail;
+                evbuffer_add_buffer(out, in);
+            }
+            break;
+        default:
+            break;
+        }
+    }
+    if (evbuffer_get_length(out) > FX_HIGH_WATER && !c->up_paused) {
+        bufferevent_disable(c->up->bev, EV_READ);
+        c->up_paused = 1;
+    }
+    return 0;
+}
+
+/* ---- finishing a request ------------------------------------------------------------------ */
+
+static void release_upstream(fx_conn *c)
+{
+    if (!c->up)
+        return;
+    fx_upconn *u = c->up;
+    c->up = NULL;
+    if (c->up_timer)
+        evtimer_del(c->up_timer);
+    int reusable = c->resp_done && c->req_done && c->resp_head_done && c->resp.keep_alive &&
+                   !c->resp.upgrade && evbuffer_get_length(bufferevent_get_input(u->bev)) == 0 &&
+                   evbuffer_get_length(bufferevent_get_output(u->bev)) == 0 && !c->w->draining;
+    if (reusable) {
+        u->connected = 1;
+        fx_pool_put(u->pool, u);
+    } else {
+        fx_upconn_free(u);
+    }
+}
+
+static void access_log(fx_conn *c)
+{
+    const fx_access_log *al = &c->w->access;
+    if (al->fd < 0)
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char line[2048], path[700], method[64];
+    size_t pl = fx_json_escape(path, sizeof(path), c->req.path.p ? c->req.path.p : "",
+                               c->req.path.n > 512 ? 512 : c->req.path.n);
+    if (pl > sizeof(path))
+        pl = 0;
+    size_t ml = fx_json_escape(method, sizeof(method), c->req.method_s.p ? c->req.method_s.p : "",
+                               c->req.method_s.n > 20 ? 20 : c->req.method_s.n);
+    if (ml > sizeof(method))
+        ml = 0;
+    const char *route = c->match.route ? c->match.route->name : "";
+    const char *ups = c->ups ? c->ups->name : "";
+    uint64_t dur = now_us() - c->t0_us;
+    int n = snprintf(line, sizeof(line),
+                     "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"request_id\":\"%.*s\","
+                     "\"client\":\"%s\",\"method\":\"%.*s\",\"path\":\"%.*s\",\"route\":\"%s\","
+                     "\"upstream\":\"%s\",\"status\":%d,\"bytes_in\":%" PRIu64
+                     ",\"bytes_out\":%" PRIu64 ",\"duration_us\":%" PRIu64 "%s%s%s}\n",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                     tm.tm_sec, ts.tv_nsec / 1000000, (int)c->request_id.n, c->request_id.p,
+                     c->client_ip, (int)ml, method, (int)pl, path, route, ups, c->status,
+                     c->bytes_in, c->bytes_out, dur,
+                     c->upstream_error ? ",\"upstream_error\":\"" : "",
+                     c->upstream_error ? c->upstream_error : "", c->upstream_error ? "\"" : "");
+    if (n > 0 && (size_t)n < sizeof(line))
+        fx_access_log_write(al, line, (size_t)n);
+}
+
+static void close_when_flushed(fx_conn *c)
+{
+    c->state = CS_CLOSING;
+    bufferevent_disable(c->bev, EV_READ);
+    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    if (evbuffer_get_length(client_out(c)) == 0) {
+        conn_free(c);
+        return;
+    }
+    /* a client that never reads its last response must not hold the connection forever */
+    evtimer_del(c->timer);
+    arm_timer(c, 5000);
+}
+
+static void finish_request(fx_conn *c)
+{
+    if (c->status)
+        access_log(c);
+    if (!c->req_done && c->state == CS_PROXY)
+        c->close_after = 1; /* unread body left on the wire: this connection is done */
+    release_upstream(c);
+    int close = c->close_after || c->w->draining;
+    end_request(c);
+    if (close) {
+        close_when_flushed(c);
+        return;
+    }
+    c->state = CS_READ_HEAD;
+    c->served = 1;
+    evtimer_del(c->timer);
+    c->last_activity_ms = now_ms();
+    bufferevent_enable(c->bev, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
+        /* a pipelined request is waiting: handle it from the loop, not recursively */
+        bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+    }
+    /* idle keep-alive wait; the config is not held while idle */
+    fx_config *cfg = fx_server_config(c->w->server);
+    arm_timer(c, cfg->limits.idle_timeout_ms);
+    fx_config_unref(cfg);
+}
+
+/* Upstream gave up before or during the response. */
+static void upstream_failed(fx_conn *c, int status, const char *detail, const char *kind)
+{
+    if (!c->upstream_error)
+        c->upstream_error = kind;
+    if (c->up)
+        fx_log(FX_LOG_WARN, "upstream %s (%s): %s [request %.*s]", c->ups->name,
+               c->ups->targets[c->up->target].text, detail, (int)c->request_id.n,
+               c->request_id.p);
+    if (c->up) {
+        fx_upconn_free(c->up);
+        c->up = NULL;
+    }
+    if (c->resp_started) {
+        /* mid-response: the only honest signal left is closing the connection */
+        c->status = c->status ? c->status : status;
+        access_log(c);
+        end_request(c);
+        conn_free(c);
+        return;
+    }
+    reject(c, status, detail, 0);
+}
+
+/* ---- tunnels (after 101) -------------------------------------------------------------------- */
+
+static void tunnel_relay(fx_conn *c, struct bufferevent *from, struct bufferevent *to)
+{
+    struct evbuffer *in = bufferevent_get_input(from);
+    size_t n = evbuffer_get_length(in);
+    if (n) {
+        if (from == c->bev)
+            c->bytes_in += n;
+        else
+            c->bytes_out += n;
+        evbuffer_add_buffer(bufferevent_get_output(to), in);
+    }
+    c->last_activity_ms = now_ms();
+    if (evbuffer_get_length(bufferevent_get_output(to)) > FX_HIGH_WATER)
+        bufferevent_disable(from, EV_READ);
+}
+
+static void on_tunnel_up_read(struct bufferevent *bev, void *arg)
+{
+    fx_conn *c = arg;
+    tunnel_relay(c, bev, c->bev);
+}
+
+static void on_tunnel_up_write(struct bufferevent *bev, void *arg)
+{
+    fx_conn *c = arg;
+    if (c->state == CS_TUNNEL)
+        bufferevent_enable(c->bev, EV_READ);
+}
+
+static void tunnel_end(fx_conn *c)
+{
+    access_log(c);
+    if (c->up) {
+        /* let what the client sent last reach the upstream: shut the socket down politely */
+        fx_upconn_free(c->up);
+        c->up = NULL;
+    }
+    end_request(c);
+    close_when_flushed(c);
+}
+
+static void on_tunnel_up_event(struct bufferevent *bev, short what, void *arg)
+{
+    fx_conn *c = arg;
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
+        tunnel_relay(c, bev, c->bev);
+        tunnel_end(c);
+    }
+}
+
+static void start_tunnel(fx_conn *c)
+{
+    c->state = CS_TUNNEL;
+    bufferevent_setcb(c->up->bev, on_tunnel_up_read, on_tunnel_up_write, on_tunnel_up_event, c);
+    bufferevent_set_timeouts(c->up->bev, NULL, NULL);
+    bufferevent_enable(c->up->bev, EV_READ | EV_WRITE);
+    bufferevent_enable(c->bev, EV_READ);
+    /* anything either side sent early */
+    tunnel_relay(c, c->up->bev, c->bev);
+    tunnel_relay(c, c->bev, c->up->bev);
+}
+
+/* ---- connection events ------------------------------------------------------------------------ */
+
+static void client_process(fx_conn *c)
+{
+    switch (c->state) {
+    case CS_READ_HEAD:
+        if (evbuffer_get_length(client_out(c)) > FX_HIGH_WATER) {
+            /* a client pipelining without reading: wait until it drains */
+            bufferevent_disable(c->bev, EV_READ);
+            c->client_paused = 1;
+            return;
+        }
+        read_head(c);
+        break;
+    case CS_PROXY:
+        c->last_activity_ms = now_ms();
+        pump_request_body(c);
+        break;
+    case CS_TUNNEL:
+        tunnel_relay(c, c->bev, c->up->bev);
+        break;
+    default:
+        /* closing: discard */
+        evbuffer_drain(bufferevent_get_input(c->bev), evbuffer_get_length(bufferevent_get_input(c->bev)));
+    }
+}
+
+static void on_client_read(struct bufferevent *bev, void *arg)
+{
+    client_process(arg);
+}
+
+static void on_client_write(struct bufferevent *bev, void *arg)
+{
+    fx_conn *c = arg;
+    c->last_activity_ms = now_ms();
+    switch (c->state) {
+    case CS_CLOSING:
+        if (evbuffer_get_length(client_out(c)) == 0)
+            conn_free(c);
+        return;
+    case CS_PROXY:
+        if (c->up_paused && c->up) {
+            c->up_paused = 0;
+            bufferevent_enable(c->up->bev, EV_READ);
+        }
+        return;
+    case CS_TUNNEL:
+        if (c->up)
+            bufferevent_enable(c->up->bev, EV_READ);
+        return;
+    case CS_READ_HEAD:
+        if (c->client_paused) {
+            c->client_paused = 0;
+            bufferevent_enable(c->bev, EV_READ);
+            bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+        }
+        return;
+    }
+}
+
+static void on_client_event(struct bufferevent *bev, short what, void *arg)
+{
+    fx_conn *c = arg;
+    if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
+        return;
+    switch (c->state) {
+    case CS_READ_HEAD:
+        if (c->head_started && evbuffer_get_length(bufferevent_get_input(bev)) > 0 && c->cfg &&
+            !(what & BEV_EVENT_ERROR)) {
+            /* a half-closed client can still read our answer */
+            c->bytes_in += evbuffer_get_length(bufferevent_get_input(bev));
+            evbuffer_drain(bufferevent_get_input(bev), evbuffer_get_length(bufferevent_get_input(bev)));
+            reject(c, 400, "connection closed before the request head was complete", 0);
+            return;
+        }
+        end_request(c);
+        conn_free(c);
+        return;
+    case CS_PROXY:
+        if (c->req_done && (what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR)) {
+            /* half-close after a complete request: still answer it, then close */
+            c->close_after = 1;
+            return;
+        }
+        c->status = c->resp_started ? c->status : 499; /* client closed request */
+        access_log(c);
+        end_request(c);
+        conn_free(c);
+        return;
+    case CS_TUNNEL:
+        if (c->up)
+            tunnel_relay(c, c->bev, c->up->bev);
+        access_log(c);
+        end_request(c);
+        conn_free(c);
+        return;
+    default:
+        conn_free(c);
+    }
+}
+
+static void on_up_read(struct bufferevent *bev, void *arg)
+{
+    fx_conn *c = arg;
+    pump_response(c);
+}
+
+static void on_up_write(struct bufferevent *bev, void *arg)
+{
+    fx_conn *c = arg;
+    if (c->client_paused && c->state == CS_PROXY) {
+        c->client_paused = 0;
+        bufferevent_enable(c->bev, EV_READ);
+        pump_request_body(c);
+    }
+}
+
+static void retry_fresh(fx_conn *c)
+{
+    /* a kept-alive connection the upstream had already closed: one retry on a new one */
+    fx_upconn_free(c->up);
+    c->up = NULL;
+    c->retried = 1;
+    upstream_connect(c);
+}
+
+static void on_up_event(struct bufferevent *bev, short what, void *arg)
+{
+    fx_conn *c = arg;
+    if (what & BEV_EVENT_CONNECTED) {
+        c->up->connected = 1;
+        if (c->up_timer)
+            evtimer_del(c->up_timer);
+        if (c->req_done)
+            set_response_timeout(c);
+        return;
+    }
+    if (what & BEV_EVENT_TIMEOUT) {
+        c->upstream_error = "timeout";
+        upstream_failed(c, 504, "upstream did not respond within upstreams.timeout", "timeout");
+        return;
+    }
+    if (what & BEV_EVENT_EOF) {
+        /* read what is left first */
+        if (evbuffer_get_length(bufferevent_get_input(bev)) && pump_response(c))
+            return;
+        if (c->state != CS_PROXY || !c->up || c->up->bev != bev)
+            return;
+        if (c->resp_head_done && c->resp.body == FX_BODY_EOF) {
+            response_complete(c);
+            return;
+        }
+        if (!c->resp_any_byte && c->up->reused && !c->retried && !c->req_body_started) {
+            retry_fresh(c);
+            return;
+        }
+        upstream_failed(c, 502,
+                        c->resp_head_done ? "upstream closed the connection mid-response"
+                        : c->resp_any_byte ? "upstream closed the connection mid-head"
+                                           : "upstream closed the connection without responding",
+                        "reset");
+        return;
+    }
+    if (what & BEV_EVENT_ERROR) {
+        int err = EVUTIL_SOCKET_ERROR();
+        if (!c->resp_any_byte && c->up->reused && !c->retried && !c->req_body_started) {
+            retry_fresh(c);
+            return;
+        }
+        char detail[160];
+        const char *kind = c->up->connected ? "reset" : "connect";
+        snprintf(detail, sizeof(detail), "%s: %s",
+                 c->up->connected ? "upstream connection failed" : "cannot connect to upstream",
+                 evutil_socket_error_to_string(err));
+        upstream_failed(c, 502, detail, kind);
+    }
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    fx_conn *c = arg;
+    uint64_t now = now_ms();
+    switch (c->state) {
+    case CS_READ_HEAD:
+        if (!c->head_started || evbuffer_get_length(bufferevent_get_input(c->bev)) == 0) {
+            /* idle keep-alive (or a connection that never spoke) */
+            end_request(c);
+            conn_free(c);
+            return;
+        }
+        reject(c, 408, "request head not received within limits.header_timeout", 0);
+        return;
+    case CS_PROXY: {
+        fx_config *cfg = c->cfg;
+        uint64_t idle = cfg->limits.idle_timeout_ms;
+        uint64_t since = now - c->last_activity_ms;
+        int waiting_upstream = c->req_done && !c->resp_started; /* upstream timers decide */
+        if (waiting_upstream || since < idle) {
+            arm_timer(c, waiting_upstream ? idle : idle - since);
+            return;
+        }
+        if (!c->req_done) {
+            reject(c, 408, "request body stalled for limits.idle_timeout", 0);
+            return;
+        }
+        /* the client stopped reading the response */
+        c->upstream_error = "client_stalled";
+        access_log(c);
+        end_request(c);
+        conn_free(c);
+        return;
+    }
+    case CS_TUNNEL: {
+        fx_config *cfg = fx_server_config(c->w->server);
+        uint64_t idle = cfg->limits.idle_timeout_ms;
+        fx_config_unref(cfg);
+        uint64_t since = now - c->last_activity_ms;
+        if (since < idle) {
+            arm_timer(c, idle - since);
+            return;
+        }
+        tunnel_end(c);
+        return;
+    }
+    default:
+        conn_free(c);
+    }
+}
+
+/* ---- accept, drain, free ------------------------------------------------------------------------ */
+
+static void conn_free(fx_conn *c)
+{
+    fx_worker *w = c->w;
+    end_request(c);
+    if (c->up_timer)
+        event_free(c->up_timer);
+    if (c->timer)
+        event_free(c->timer);
+    if (c->bev)
+        bufferevent_free(c->bev);
+    if (c->stage)
+        evbuffer_free(c->stage);
+    fx_arena_free(&c->arena);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    w->nconns--;
+    atomic_fetch_sub_explicit(&w->server->nconns, 1, memory_order_relaxed);
+    free(c);
+    if (w->draining && w->nconns == 0)
+        event_base_loopbreak(w->base);
+}
+
+void fx_proxy_accept(fx_worker *w, int fd, const struct sockaddr *sa, int salen)
+{
+    fx_server *s = w->server;
+    unsigned n = atomic_fetch_add_explicit(&s->nconns, 1, memory_order_relaxed) + 1;
+    fx_config *cfg = fx_server_config(s);
+    unsigned max = cfg->limits.max_connections;
+    fx_config_unref(cfg);
+    if (n > max || w->draining) {
+        /* overload: a short answer, then close; never queue unbounded work */
+        char rid[33], busy[512], body[256];
+        fx_worker_request_id(w, rid);
+        int n1 = snprintf(body, sizeof(body),
+                          "{\"type\":\"about:blank\",\"title\":\"Service Unavailable\",\"status\":503,"
+                          "\"detail\":\"%s\",\"request_id\":\"%s\"}\n",
+                          w->draining ? "the gateway is shutting down" : "limits.max_connections reached",
+                          rid);
+        int bl = snprintf(busy, sizeof(busy),
+                          "HTTP/1.1 503 Service Unavailable\r\nDate: %s\r\n"
+                          "Content-Type: application/problem+json\r\nContent-Length: %d\r\n"
+                          "X-Request-Id: %s\r\nConnection: close\r\n\r\n%s",
+                          fx_worker_date(w), n1, rid, body);
+        ssize_t wr = send(fd, busy, (size_t)bl, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)wr;
+        evutil_closesocket(fd);
+        atomic_fetch_sub_explicit(&s->nconns, 1, memory_order_relaxed);
+        return;
+    }
+    fx_conn *c = calloc(1, sizeof(*c));
+    if (!c) {
+        evutil_closesocket(fd);
+        atomic_fetch_sub_explicit(&s->nconns, 1, memory_order_relaxed);
+        return;
+    }
+    c->w = w;
+    fx_arena_init(&c->arena, 8192);
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, c->client_ip,
+                  sizeof(c->client_ip));
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, c->client_ip,
+                  sizeof(c->client_ip));
+    else
+        strcpy(c->client_ip, "unix");
+    (void)salen;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    c->timer = evtimer_new(w->base, on_timer, c);
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    w->nconns++;
+    if (!c->bev || !c->timer) {
+        if (!c->bev)
+            evutil_closesocket(fd);
+        conn_free(c);
+        return;
+    }
+    bufferevent_setcb(c->bev, on_client_read, on_client_write, on_client_event, c);
+    bufferevent_setwatermark(c->bev, EV_WRITE, FX_LOW_WATER, 0);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    c->state = CS_READ_HEAD;
+    cfg = fx_server_config(s);
+    arm_timer(c, cfg->limits.header_timeout_ms);
+    fx_config_unref(cfg);
+}
+
+void fx_proxy_drain(fx_worker *w)
+{
+    fx_conn *c = w->conns;
+    while (c) {
+        fx_conn *next = c->next;
+        if (c->state == CS_READ_HEAD && !c->head_started)
+            conn_free(c);
+        else
+            c->close_after = 1;
+        c = next;
+    }
+}
+
+void fx_proxy_close_all(fx_worker *w)
+{
+    while (w->conns)
+        conn_free(w->conns);
+}

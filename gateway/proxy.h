@@ -1,0 +1,21 @@
+/*
+ * proxy.h — one client connection and the requests on it: read a head,
+ * route it, forward it upstream, stream the body both ways, answer, log.
+ *
+ * All functions run on the connection's worker thread.
+ */
+#ifndef FX_PROXY_H
+#define FX_PROXY_H
+
+#include <sys/socket.h>
+
+#include "server.h"
+
+/* Takes ownership of an accepted socket. */
+void fx_proxy_accept(fx_worker *w, int fd, const struct sockaddr *sa, int salen);
+/* Drain: close idle connections now, the busy ones after their current response. */
+void fx_proxy_drain(fx_worker *w);
+/* Hard stop: close everything now (drain period over, or shutting down). */
+void fx_proxy_close_all(fx_worker *w);
+
+#endif

@@ -1,0 +1,53 @@
+/*
+ * upstream.h — per-worker upstream connection pools.
+ *
+ * Each worker keeps, for each upstream, its own round-robin cursor and a
+ * list of idle keep-alive connections (at most `keepalive`). A pooled
+ * connection that the upstream closes, or that sends anything while idle,
+ * is dropped at once. Nothing here is shared between threads.
+ */
+#ifndef FX_UPSTREAM_H
+#define FX_UPSTREAM_H
+
+#include "config.h"
+#include "server.h"
+
+struct bufferevent;
+
+typedef struct fx_upconn fx_upconn;
+
+struct fx_upconn {
+    fx_pool *pool;
+    size_t target;                /* index into the upstream's targets */
+    struct bufferevent *bev;
+    fx_upconn *prev, *next;       /* idle list links */
+    unsigned connected : 1;
+    unsigned reused : 1;          /* came from the idle pool */
+    unsigned idle : 1;
+};
+
+struct fx_pool {
+    fx_worker *worker;
+    const fx_upstream_conf *conf; /* from the snapshot the worker started with */
+    size_t rr;                    /* round-robin cursor: one step per request */
+    fx_upconn **idle;             /* per target, most recently used first */
+    unsigned nidle;               /* over all targets; bounded by conf->keepalive */
+};
+
+int fx_pool_init(fx_pool *p, fx_worker *w, const fx_upstream_conf *conf);
+void fx_pool_free(fx_pool *p);
+void fx_pool_close_idle(fx_pool *p);
+
+/*
+ * A connection to the next target in round-robin order: an idle pooled one
+ * to that target when there is one (reused = 1), else a new non-blocking
+ * connect (connected = 0). The caller
+ * sets the bufferevent callbacks. NULL when even a socket cannot be made.
+ */
+fx_upconn *fx_pool_get(fx_pool *p, const char **why);
+/* Returns a healthy, fully read connection to the idle list (or frees it if full). */
+void fx_pool_put(fx_pool *p, fx_upconn *c);
+/* Closes and frees a connection that is not in the idle list. */
+void fx_upconn_free(fx_upconn *c);
+
+#endif
