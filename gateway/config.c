@@ -260,7 +260,8 @@ int fx_addr_parse(const char *text, fx_addr *out, const char **why)
 
     char hbuf[INET6_ADDRSTRLEN];
     if (hlen >= sizeof(hbuf)) {
-        *why = v6 ? "not a numeric IPv6 address" : "not a numeric IPv4 address (names are not resolved; only localhost is known)";
+        *why = v6 ? "not a numeric IPv6 address"
+                  : "not a numeric IPv4 address (names are not resolved; only localhost is known)";
         return -1;
     }
     memcpy(hbuf, host, hlen);
@@ -531,8 +532,8 @@ static void yaml_error(cx *c, const yaml_parser_t *p)
         }
         const char *what = p->problem ? p->problem : "unreadable input";
         const char *kind = strstr(what, "UTF-8") ? "the file is not valid UTF-8" : "the file is not YAML text";
-        if (p->problem_value >= 0)
-            cx_err(c, line, col, "%s (%s: 0x%02X)", kind, what, (unsigned)p->problem_value & 0xff);
+        if (p->problem_value >= 0) /* an octet, or a code point for "invalid Unicode character" */
+            cx_err(c, line, col, "%s (%s: 0x%02X)", kind, what, (unsigned)p->problem_value);
         else
             cx_err(c, line, col, "%s (%s)", kind, what);
         return;
@@ -540,7 +541,8 @@ static void yaml_error(cx *c, const yaml_parser_t *p)
     int line = (int)p->problem_mark.line + 1, col = (int)p->problem_mark.column + 1;
     const char *problem = p->problem ? p->problem : "invalid YAML";
     size_t off = mark_offset(c, p->problem_mark.line, p->problem_mark.column);
-    const char *hint = off < c->len && c->buf[off] == '\t' ? " (tabs are not allowed in YAML indentation; use spaces)" : "";
+    const char *hint =
+        off < c->len && c->buf[off] == '\t' ? " (tabs are not allowed in YAML indentation; use spaces)" : "";
     if (p->context && (p->context_mark.line != p->problem_mark.line ||
                        p->context_mark.column != p->problem_mark.column))
         cx_err(c, line, col, "YAML syntax error: %s %s started at line %d, column %d%s", problem, p->context,
@@ -648,7 +650,8 @@ static ynode *read_tree(cx *c)
                 failed = true;
                 break;
             }
-            st[depth] = (frame){.node = new_node(c, ev.type == YAML_SEQUENCE_START_EVENT ? Y_SEQ : Y_MAP, ev.start_mark)};
+            st[depth] = (frame){
+                .node = new_node(c, ev.type == YAML_SEQUENCE_START_EVENT ? Y_SEQ : Y_MAP, ev.start_mark)};
             if (!st[depth].node) {
                 failed = true;
                 break;
@@ -1608,6 +1611,175 @@ static bool shadows(const fx_route_conf *a, const fx_route_conf *b)
     return true;
 }
 
+/*
+ * Unreachable routes. Comparing every pair is quadratic, which a generated
+ * table of tens of thousands of routes turns into minutes, so earlier routes
+ * are indexed by what a later route must share with them to be shadowed:
+ * a prefix route by its prefix (looked up at each length of the later
+ * route's fixed text that some prefix has), an exact route by its path, a
+ * template by its segment count and first segment. shadows() decides.
+ */
+enum { RK_PREFIX = 1, RK_EXACT, RK_TEMPLATE };
+
+typedef struct rslot {
+    uint64_t h;
+    const char *key;
+    size_t len;
+    size_t head;        /* newest route with this key, + 1; 0: empty slot */
+} rslot;
+
+typedef struct route_index {
+    rslot *slots;
+    size_t mask;
+    size_t *next;       /* per route: the next older route with its key, + 1 */
+    bool *plen;         /* plen[L]: some prefix route has a prefix of length L */
+    size_t maxplen;
+} route_index;
+
+static uint64_t fnv_seed(int kind)
+{
+    return UINT64_C(14695981039346656037) ^ (uint64_t)kind;
+}
+
+static uint64_t fnv_step(uint64_t h, unsigned char ch)
+{
+    return (h ^ ch) * UINT64_C(1099511628211);
+}
+
+static uint64_t fnv(int kind, const char *s, size_t len)
+{
+    uint64_t h = fnv_seed(kind);
+    for (size_t i = 0; i < len; i++)
+        h = fnv_step(h, (unsigned char)s[i]);
+    return h;
+}
+
+/* The slot for (kind, key): its own, or the empty one where it would go. A
+ * stored key starts with its kind byte, so equal bytes of two kinds never
+ * share a slot. The table is at most half full: the probe always ends. */
+static rslot *ri_slot(route_index *x, int kind, uint64_t h, const char *key, size_t len)
+{
+    for (size_t i = (size_t)h & x->mask;; i = (i + 1) & x->mask) {
+        rslot *sl = &x->slots[i];
+        if (!sl->head || (sl->h == h && sl->len == len + 1 && sl->key[0] == (char)kind &&
+                          !memcmp(sl->key + 1, key, len)))
+            return sl;
+    }
+}
+
+static void ri_add(cx *c, route_index *x, int kind, const char *key, size_t len, size_t route)
+{
+    uint64_t h = fnv(kind, key, len);
+    rslot *sl = ri_slot(x, kind, h, key, len);
+    if (!sl->head) {
+        char *k = cx_alloc(c, len + 2);
+        if (!k)
+            return;
+        k[0] = (char)kind;
+        memcpy(k + 1, key, len);
+        k[len + 1] = '\0';
+        *sl = (rslot){h, k, len + 1, 0};
+    }
+    x->next[route] = sl->head;
+    sl->head = route + 1;
+}
+
+/* Among the routes under one key, the earliest that shadows b. */
+static size_t ri_first(const cx *c, const route_index *x, const rslot *sl, const fx_route_conf *b, size_t best)
+{
+    for (size_t i = sl->head; i; i = x->next[i - 1])
+        if (i - 1 < best && shadows(&c->cfg->routes[i - 1], b))
+            best = i - 1;
+    return best;
+}
+
+/* A path's template key: segment count and first segment ("{}" for a param). */
+static const char *template_key(cx *c, size_t nsegs, const char *seg0, size_t len0)
+{
+    return cx_printf(c, "%zu/%.*s", nsegs, (int)len0, seg0);
+}
+
+static void check_unreachable(cx *c, const ynode *n)
+{
+    const fx_config *cfg = c->cfg;
+    size_t nr = cfg->nroutes, cap = 16;
+    route_index x = {0};
+    while (cap < 2 * nr)
+        cap *= 2;
+    for (size_t i = 0; i < nr; i++)
+        if (c->route_ok[i] && cfg->routes[i].kind == FX_MATCH_PREFIX && cfg->routes[i].path_len > x.maxplen)
+            x.maxplen = cfg->routes[i].path_len;
+    x.mask = cap - 1;
+    x.slots = calloc(cap, sizeof(*x.slots));
+    x.next = calloc(nr ? nr : 1, sizeof(*x.next));
+    x.plen = calloc(x.maxplen + 1, sizeof(*x.plen));
+    if (!x.slots || !x.next || !x.plen) {
+        cx_oom(c);
+        goto out;
+    }
+
+    for (size_t j = 0; j < nr; j++) {
+        if (!c->route_ok[j])
+            continue;
+        const fx_route_conf *b = &cfg->routes[j];
+        size_t best = SIZE_MAX;
+
+        /* earlier prefixes of b's text up to its first parameter */
+        size_t fixed = b->kind == FX_MATCH_TEMPLATE ? strcspn(b->path, "{") : b->path_len;
+        uint64_t h = fnv_seed(RK_PREFIX);
+        for (size_t len = 1; len <= fixed && len <= x.maxplen; len++) {
+            h = fnv_step(h, (unsigned char)b->path[len - 1]);
+            if (x.plen[len])
+                best = ri_first(c, &x, ri_slot(&x, RK_PREFIX, h, b->path, len), b, best);
+        }
+        /* the same exact path; templates of b's shape */
+        const char *seg0 = b->path + 1;
+        size_t len0 = strcspn(seg0, "/"), nsegs = 0;
+        int param0 = 0;
+        if (b->kind == FX_MATCH_EXACT) {
+            best = ri_first(c, &x, ri_slot(&x, RK_EXACT, fnv(RK_EXACT, b->path, b->path_len), b->path,
+                                                   b->path_len),
+                                b, best);
+            for (const char *p = b->path; *p; p++)
+                nsegs += *p == '/';
+        } else if (b->kind == FX_MATCH_TEMPLATE) {
+            nsegs = b->nsegs;
+            param0 = b->segs[0].is_param;
+        }
+        if (nsegs) {
+            const char *keys[2] = {param0 ? NULL : template_key(c, nsegs, seg0, len0),
+                                   param0 || len0 ? template_key(c, nsegs, "{}", 2) : NULL};
+            for (int k = 0; k < 2; k++)
+                if (keys[k])
+                    best = ri_first(c, &x,
+                                        ri_slot(&x, RK_TEMPLATE, fnv(RK_TEMPLATE, keys[k], strlen(keys[k])),
+                                                    keys[k], strlen(keys[k])),
+                                        b, best);
+        }
+        if (best != SIZE_MAX)
+            node_err(c, n->kids[j],
+                     "routes[%zu]: route '%s' can never match: routes[%zu] ('%s', line %d) takes all its requests "
+                     "first",
+                     j, b->name, best, cfg->routes[best].name, cfg->routes[best].line);
+
+        /* then b joins the index for the routes after it */
+        if (b->kind == FX_MATCH_PREFIX) {
+            ri_add(c, &x, RK_PREFIX, b->path, b->path_len, j);
+            x.plen[b->path_len] = true;
+        } else if (b->kind == FX_MATCH_EXACT) {
+            ri_add(c, &x, RK_EXACT, b->path, b->path_len, j);
+        } else {
+            const char *k = b->segs[0].is_param ? template_key(c, b->nsegs, "{}", 2)
+                                                : template_key(c, b->nsegs, seg0, len0);
+            ri_add(c, &x, RK_TEMPLATE, k, strlen(k), j);
+        }
+    }
+out:
+    free(x.slots);
+    free(x.next);
+    free(x.plen);
+}
+
 static void build_routes(cx *c, const ynode *n)
 {
     const char *path = "routes";
@@ -1646,20 +1818,7 @@ static void build_routes(cx *c, const ynode *n)
         }
     }
 
-    /* unreachable routes: first match wins, so a later route can be dead */
-    for (size_t j = 1; j < n->n; j++) {
-        if (!c->route_ok[j])
-            continue;
-        for (size_t i = 0; i < j; i++) {
-            if (c->route_ok[i] && shadows(&cfg->routes[i], &cfg->routes[j])) {
-                node_err(c, n->kids[j],
-                         "routes[%zu]: route '%s' can never match: routes[%zu] ('%s', line %d) takes all its "
-                         "requests first",
-                         j, cfg->routes[j].name, i, cfg->routes[i].name, cfg->routes[i].line);
-                break;
-            }
-        }
-    }
+    check_unreachable(c, n);
 }
 
 static void build_log(cx *c, const ynode *n)
@@ -1694,24 +1853,41 @@ static void build_log(cx *c, const ynode *n)
     }
 }
 
+static int cmp_listen_addrs(const void *pa, const void *pb)
+{
+    const fx_listen_conf *a = *(const fx_listen_conf *const *)pa, *b = *(const fx_listen_conf *const *)pb;
+    if (a->addr.salen != b->addr.salen)
+        return a->addr.salen < b->addr.salen ? -1 : 1;
+    int r = memcmp(&a->addr.sa, &b->addr.sa, a->addr.salen);
+    return r ? r : (a > b) - (a < b);
+}
+
+/* Two listeners on one address would both bind (SO_REUSEPORT) and split
+ * its traffic without a word; port 0 (any free port) may repeat. */
 static void check_listen_addrs(cx *c)
 {
     const fx_config *cfg = c->cfg;
-    for (size_t j = 0; j < cfg->nlistens; j++) {
-        const fx_addr *b = &cfg->listens[j].addr;
-        if (!b->text || addr_port(b) == 0)
+    const fx_listen_conf **v = cx_alloc(c, (cfg->nlistens + 1) * sizeof(*v));
+    size_t nv = 0;
+    for (size_t i = 0; v && i < cfg->nlistens; i++) {
+        const fx_listen_conf *l = &cfg->listens[i];
+        if (!l->addr.text || addr_port(&l->addr) == 0)
             continue;
-        for (size_t i = 0; i < j; i++) {
-            if (addr_same(&cfg->listens[i].addr, b)) {
-                cx_err(c, cfg->listens[j].line, cfg->listens[j].col,
-                       "listen[%zu].address: '%s' is already used by listen[%zu] (line %d)", j, show(c, b->text), i,
-                       cfg->listens[i].line);
-                break;
-            }
+        v[nv++] = l;
+        if (cfg->has_admin && addr_same(&cfg->admin, &l->addr))
+            cx_err(c, l->line, l->col, "listen[%zu].address: '%s' is also the admin address", i,
+                   show(c, l->addr.text));
+    }
+    if (nv > 1)
+        qsort(v, nv, sizeof(*v), cmp_listen_addrs);
+    for (size_t i = 1, first = 0; i < nv; i++) {
+        if (!addr_same(&v[i]->addr, &v[first]->addr)) {
+            first = i;
+            continue;
         }
-        if (cfg->has_admin && addr_same(&cfg->admin, b))
-            cx_err(c, cfg->listens[j].line, cfg->listens[j].col,
-                   "listen[%zu].address: '%s' is also the admin address", j, show(c, b->text));
+        cx_err(c, v[i]->line, v[i]->col, "listen[%zu].address: '%s' is already used by listen[%zu] (line %d)",
+               (size_t)(v[i] - cfg->listens), show(c, v[i]->addr.text), (size_t)(v[first] - cfg->listens),
+               v[first]->line);
     }
 }
 

@@ -1284,7 +1284,7 @@ static void conn_free(fx_conn *c)
     atomic_fetch_sub_explicit(&w->server->nconns, 1, memory_order_relaxed);
     free(c);
     if (w->draining && w->nconns == 0)
-        event_base_loopbreak(w->base);
+        event_base_loopexit(w->base, NULL);
 }
 
 void fx_proxy_accept(fx_worker *w, int fd, const struct sockaddr *sa, int salen)

@@ -112,7 +112,7 @@ static void on_ctl(evutil_socket_t fd, short what, void *arg)
         fx_proxy_drain(w);
     }
     if (w->nconns == 0)
-        event_base_loopbreak(w->base);
+        event_base_loopexit(w->base, NULL);
 }
 
 static void *worker_main(void *arg)
@@ -126,6 +126,10 @@ static void *worker_main(void *arg)
     for (size_t i = 0; i < w->npools; i++)
         fx_pool_close_idle(&w->pools[i]);
     free_listeners(w);
+    /* libevent closes freed bufferevents from finalizer callbacks: run them now,
+     * so the sockets close when this worker is done, not when the process exits */
+    for (int i = 0; i < 4; i++)
+        event_base_loop(w->base, EVLOOP_NONBLOCK);
     return NULL;
 }
 

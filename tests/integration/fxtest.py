@@ -1085,7 +1085,7 @@ class WebSocketEchoUpstream(ThreadedServer):
             if opcode == 8:
                 self.got_close_frame.set()
                 sock.sendall(ws_frame(8, payload[:2], mask=False))
-                # wait for the peer to close, as RFC 6455 §7.1.1 wants of servers... briefly
+                # RFC 6455 §7.1.1: after the close handshake, wait (briefly) for the peer's FIN
                 sock.shutdown(socket.SHUT_WR)
                 sock.settimeout(2)
                 try:

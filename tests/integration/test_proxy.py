@@ -8,7 +8,7 @@ import time
 import uuid
 
 import fxtest
-from fxtest import build_request, fetch, hall, hget
+from fxtest import build_request, fetch, hall
 
 
 def echo_headers(doc):

@@ -29,8 +29,7 @@ class StreamingTest(fxtest.FxTestCase):
         sink = self.sink()
         gw = self.gateway(self.config([sink.address], limits={"max_body_bytes": "2GiB"}))
         base = self.baseline(gw, "/warmup")
-        measure_prefix = "upload 1GiB"
-        fxtest.measure(f"{measure_prefix}: gateway VmRSS baseline", f"{base / 1024:.1f} MiB")
+        fxtest.measure("upload 1GiB: gateway VmRSS baseline", f"{base / 1024:.1f} MiB")
 
         total = 1 << 30
         c = self.client(gw.port, timeout=120)
@@ -51,8 +50,8 @@ class StreamingTest(fxtest.FxTestCase):
             sampler.sample()
         finally:
             peak = sampler.stop()
-        fxtest.measure(f"{measure_prefix}: duration", f"{elapsed:.1f} s ({total / MiB / elapsed:.0f} MiB/s)")
-        fxtest.measure(f"{measure_prefix}: gateway VmRSS peak", f"{peak / 1024:.1f} MiB "
+        fxtest.measure("upload 1GiB: duration", f"{elapsed:.1f} s ({total / MiB / elapsed:.0f} MiB/s)")
+        fxtest.measure("upload 1GiB: gateway VmRSS peak", f"{peak / 1024:.1f} MiB "
                        f"({sampler.samples} samples)")
         self.assertEqual(r.status, 200, repr(r))
         self.assertEqual(r.json(), {"bytes": total, "sha256": h.hexdigest()})

@@ -26,7 +26,8 @@ START_TEST(test_alignment)
 {
     fx_arena a;
     fx_arena_init(&a, 512);
-    static const size_t sizes[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 63, 100, 255, 511, 512, 513, 4000};
+    static const size_t sizes[] = {1,  2,  3,  7,   8,   9,   15,  16,  17,
+                                   31, 33, 63, 100, 255, 511, 512, 513, 4000};
     for (int round = 0; round < 4; round++) {
         for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
             unsigned char *p = fx_arena_alloc(&a, sizes[i]);
@@ -210,9 +211,10 @@ START_TEST(test_reset_after_big)
 
     fx_arena_reset(&a);
     ck_assert_uint_eq(a.allocated, 0);
-    ck_assert_msg(a.head == first_block,
-                  "reset after an oversized allocation freed the first block too (head %p, want %p)",
-                  (void *)a.head, (void *)first_block);
+    ck_assert_msg(
+        a.head == first_block,
+        "reset after an oversized allocation freed the first block too (head %p, want %p)",
+        (void *)a.head, (void *)first_block);
     fx_arena_free(&a);
 }
 END_TEST

@@ -343,7 +343,8 @@ START_TEST(test_env)
     setenv("FICUS_TEST_HOST", "127.0.0.1", 1);
     setenv("FICUS_TEST_PORT", "8125", 1);
     c = load_ok("env2",
-                load_str(LISTEN ROUTES "upstreams:\n  monolith: { targets: [\"${FICUS_TEST_HOST}:${FICUS_TEST_PORT}\"] }\n",
+                load_str(LISTEN ROUTES
+                         "upstreams:\n  monolith: { targets: [\"${FICUS_TEST_HOST}:${FICUS_TEST_PORT}\"] }\n",
                          &d),
                 &d);
     ck_assert_str_eq(c->upstreams[0].targets[0].text, "127.0.0.1:8125");
@@ -555,7 +556,8 @@ START_TEST(test_did_you_mean)
          "routes[0].upstream: unknown upstream 'monolit' (did you mean 'monolith'?)"},
         {LISTEN UPSTREAMS "routes:\n  - name: a\n    match: { prefix: /a/, methods: [GTE] }\n    upstream: monolith\n",
          "routes[0].match.methods[0]: unknown method 'GTE' (did you mean 'GET'?)"},
-        {LISTEN UPSTREAMS "routes:\n  - name: a\n    match: { prefix: /a/, methods: [delete] }\n    upstream: monolith\n",
+        {LISTEN UPSTREAMS
+         "routes:\n  - name: a\n    match: { prefix: /a/, methods: [delete] }\n    upstream: monolith\n",
          "unknown method 'delete' (did you mean 'DELETE'?)"},
         {LISTEN UPSTREAMS ROUTES "log: { level: warning }\n", "got 'warning' (did you mean 'warn'?)"},
         {LISTEN UPSTREAMS ROUTES "log: { level: eror }\n", "got 'eror' (did you mean 'error'?)"},
@@ -739,7 +741,8 @@ START_TEST(test_buffer_edges)
 
     /* the buffer need not be NUL-terminated: only len bytes are read */
     static const char yaml[] = LISTEN UPSTREAMS ROUTES "garbage: [";
-    fx_config *c = load_ok("prefix", fx_config_load_buffer("t", yaml, sizeof(yaml) - 1 - strlen("garbage: ["), &d), &d);
+    size_t len = sizeof(yaml) - 1 - strlen("garbage: [");
+    fx_config *c = load_ok("prefix", fx_config_load_buffer("t", yaml, len, &d), &d);
     fx_config_unref(c);
 
     /* an explicit document marker and a comment-only tail are fine */
@@ -804,6 +807,34 @@ START_TEST(test_unreachable)
 }
 END_TEST
 
+START_TEST(test_unreachable_names_earliest)
+{
+    /* r2 is taken by r0 (GET only) for GETs only, by r1 entirely; r3 by r1
+     * and by the dead r2: the earliest live cover is named each time */
+    static const char yaml[] = LISTEN UPSTREAMS
+        "routes:\n"
+        "  - { name: r0, match: { prefix: /a/, methods: [GET] }, upstream: monolith }\n"
+        "  - { name: r1, match: { prefix: /a }, upstream: monolith }\n"
+        "  - { name: r2, match: { prefix: /a/b/ }, upstream: monolith }\n"
+        "  - { name: r3, match: { path: \"/a/b/{id}\", methods: [GET] }, upstream: monolith }\n"
+        "  - { name: r4, match: { path: /b }, upstream: monolith }\n"
+        "  - { name: r5, match: { path: \"/{x}\" }, upstream: monolith }\n"
+        "  - { name: r6, match: { path: /b, methods: [PUT] }, upstream: monolith }\n";
+    fx_diags d = {0};
+    ck_assert_ptr_null(load_str(yaml, &d));
+    char *text = diags_text(&d);
+    ck_assert_msg(d.n == 3, "%s", text);
+    ck_assert_str_eq(d.v[0].message,
+                     "routes[2]: route 'r2' can never match: routes[1] ('r1', line 7) takes all its requests first");
+    ck_assert_str_eq(d.v[1].message,
+                     "routes[3]: route 'r3' can never match: routes[0] ('r0', line 6) takes all its requests first");
+    ck_assert_str_eq(d.v[2].message,
+                     "routes[6]: route 'r6' can never match: routes[4] ('r4', line 10) takes all its requests first");
+    free(text);
+    fx_diags_free(&d);
+}
+END_TEST
+
 /* --- main ------------------------------------------------------------------ */
 
 static int is_yaml(const struct dirent *e)
@@ -848,6 +879,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_env);
     tcase_add_test(tc, test_refs);
     tcase_add_test(tc, test_unreachable);
+    tcase_add_test(tc, test_unreachable_names_earliest);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("grammars");

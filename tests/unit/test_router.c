@@ -24,10 +24,10 @@
 #define MAX_EXPECT_PARAMS 4
 
 typedef struct route_spec {
-    int kind;           /* 0 ends the list */
-    const char *path;   /* prefix, exact path or template */
-    uint64_t methods;   /* 0 = any */
-    const char *host;   /* NULL = any; lower case, like the loader stores it */
+    int kind;         /* 0 ends the list */
+    const char *path; /* prefix, exact path or template */
+    uint64_t methods; /* 0 = any */
+    const char *host; /* NULL = any; lower case, like the loader stores it */
 } route_spec;
 
 typedef struct router_case {
@@ -36,7 +36,7 @@ typedef struct router_case {
     int method;
     const char *host;
     const char *path;
-    int want;           /* index of the winning route, -1 for none */
+    int want; /* index of the winning route, -1 for none */
     const char *params[MAX_EXPECT_PARAMS][2];
 } router_case;
 
@@ -49,6 +49,7 @@ typedef struct router_case {
 #define EXA FX_MATCH_EXACT
 #define TPL FX_MATCH_TEMPLATE
 
+/* clang-format off */
 static const router_case cases[] = {
     /* prefix */
     {.name = "prefix matches below it",
@@ -175,7 +176,8 @@ static const router_case cases[] = {
      .routes = {{.kind = PFX, .path = "/", .methods = GET}},
      .method = 64, .host = "a", .path = "/x", .want = -1},
     {.name = "methods: read/write split on one template",
-     .routes = {{.kind = TPL, .path = "/api/documents/{id}", .methods = GET | HEAD}, {.kind = TPL, .path = "/api/documents/{id}", .methods = PUT | DEL}},
+     .routes = {{.kind = TPL, .path = "/api/documents/{id}", .methods = GET | HEAD}, {.kind = TPL,
+     .path = "/api/documents/{id}", .methods = PUT | DEL}},
      .method = HTTP_PUT, .host = "a", .path = "/api/documents/5", .want = 1,
      .params = {{"id", "5"}}},
     /* host */
@@ -201,7 +203,8 @@ static const router_case cases[] = {
      .routes = {{.kind = PFX, .path = "/", .methods = 0, .host = NULL}},
      .method = HTTP_GET, .host = "", .path = "/", .want = 0},
     {.name = "host: falls through to a host-less route",
-     .routes = {{.kind = PFX, .path = "/", .methods = 0, .host = "admin.example.com"}, {.kind = PFX, .path = "/", .methods = 0, .host = NULL}},
+     .routes = {{.kind = PFX, .path = "/", .methods = 0, .host = "admin.example.com"},
+     {.kind = PFX, .path = "/", .methods = 0, .host = NULL}},
      .method = HTTP_GET, .host = "www.example.com", .path = "/", .want = 1},
     /* order */
     {.name = "first match wins (prefix before exact)",
@@ -221,14 +224,17 @@ static const router_case cases[] = {
      .routes = {{.kind = TPL, .path = "/api/documents/{id}"}, {.kind = PFX, .path = "/"}},
      .method = HTTP_GET, .host = "a", .path = "/api/documents/1/x", .want = 1},
     {.name = "method mismatch skips to the next route",
-     .routes = {{.kind = PFX, .path = "/api/", .methods = GET}, {.kind = PFX, .path = "/api/", .methods = POST}},
+     .routes = {{.kind = PFX, .path = "/api/", .methods = GET}, {.kind = PFX, .path = "/api/",
+     .methods = POST}},
      .method = HTTP_POST, .host = "a", .path = "/api/z", .want = 1},
     {.name = "nothing matches",
-     .routes = {{.kind = PFX, .path = "/api/"}, {.kind = EXA, .path = "/healthz"}, {.kind = TPL, .path = "/d/{id}"}},
+     .routes = {{.kind = PFX, .path = "/api/"}, {.kind = EXA, .path = "/healthz"}, {.kind = TPL,
+     .path = "/d/{id}"}},
      .method = HTTP_GET, .host = "a", .path = "/other", .want = -1},
     {.name = "no routes at all",
      .method = HTTP_GET, .host = "a", .path = "/", .want = -1},
 };
+/* clang-format on */
 
 /* --- building routes as the loader would -------------------------------------- */
 
@@ -370,8 +376,8 @@ START_TEST(test_params_point_into_path)
     build_config(&cfg, spec, 2);
     char path[] = "/t/acme/d/1234";
     fx_route_match m;
-    ck_assert_ptr_nonnull(fx_router_match(&cfg, HTTP_GET, FX_SLICE_LIT("x"),
-                                          fx_slice_make(path, strlen(path)), &m));
+    ck_assert_ptr_nonnull(
+        fx_router_match(&cfg, HTTP_GET, FX_SLICE_LIT("x"), fx_slice_make(path, strlen(path)), &m));
     ck_assert_uint_eq(m.nparams, 2);
     ck_assert_ptr_eq(m.params[0].value.p, path + 3);
     ck_assert_uint_eq(m.params[0].value.n, 4);
@@ -382,8 +388,8 @@ START_TEST(test_params_point_into_path)
     ck_assert_ptr_eq(m.params[1].name.p, cfg.routes[0].segs[3].text);
     /* a path that is a prefix of a longer buffer: only path.n bytes count */
     char longer[] = "/t/acme/d/12/extra";
-    ck_assert_ptr_nonnull(fx_router_match(&cfg, HTTP_GET, FX_SLICE_LIT("x"),
-                                          fx_slice_make(longer, 12), &m));
+    ck_assert_ptr_nonnull(
+        fx_router_match(&cfg, HTTP_GET, FX_SLICE_LIT("x"), fx_slice_make(longer, 12), &m));
     ck_assert_uint_eq(m.params[1].value.n, 2);
     free_config(&cfg);
 }
@@ -438,7 +444,8 @@ START_TEST(test_max_params)
     route_spec spec2[] = {{TPL, tpl, 0, NULL}, {0}};
     build_config(&cfg, spec2, 2);
     fx_route_match m;
-    ck_assert_ptr_nonnull(fx_router_match(&cfg, HTTP_GET, FX_SLICE_LIT("x"), fx_slice_cstr(path), &m));
+    ck_assert_ptr_nonnull(
+        fx_router_match(&cfg, HTTP_GET, FX_SLICE_LIT("x"), fx_slice_cstr(path), &m));
     ck_assert_uint_eq(m.nparams, FX_ROUTE_MAX_PARAMS);
     ck_assert(fx_slice_eq(m.params[FX_ROUTE_MAX_PARAMS - 1].name, FX_SLICE_LIT("p15")));
     ck_assert(fx_slice_eq(m.params[FX_ROUTE_MAX_PARAMS - 1].value, FX_SLICE_LIT("v15")));
@@ -454,10 +461,12 @@ START_TEST(test_every_method_bit)
     build_config(&cfg, spec, 2);
     for (int m = 0; m <= HTTP_RECORD; m++) {
         cfg.routes[0].methods = FX_METHOD_BIT(m);
-        ck_assert_msg(fx_route_matches(&cfg.routes[0], m, FX_SLICE_LIT("x"), FX_SLICE_LIT("/"), NULL),
-                      "method %d not matched by its own bit", m);
+        ck_assert_msg(
+            fx_route_matches(&cfg.routes[0], m, FX_SLICE_LIT("x"), FX_SLICE_LIT("/"), NULL),
+            "method %d not matched by its own bit", m);
         int other = m == HTTP_GET ? HTTP_POST : HTTP_GET;
-        ck_assert(!fx_route_matches(&cfg.routes[0], other, FX_SLICE_LIT("x"), FX_SLICE_LIT("/"), NULL));
+        ck_assert(
+            !fx_route_matches(&cfg.routes[0], other, FX_SLICE_LIT("x"), FX_SLICE_LIT("/"), NULL));
     }
     free_config(&cfg);
 }
