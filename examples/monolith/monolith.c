@@ -803,7 +803,7 @@ static void on_chunk_drained(struct evhttp_connection *evcon, void *arg)
 
 /* ---- handlers ---------------------------------------------------------- */
 
-/* Digits only, at most max. The length check keeps strtoul from wrapping. */
+/* Digits only, at most max; ten digits at most, so the sum cannot wrap. */
 static int parse_uint(struct slice s, unsigned long max, unsigned long *out)
 {
     unsigned long v = 0;
