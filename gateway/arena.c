@@ -86,21 +86,22 @@ char *fx_arena_strndup(fx_arena *a, const char *p, size_t n)
 
 void fx_arena_reset(fx_arena *a)
 {
-    fx_arena_block *b = a->head;
-    if (!b)
-        return;
-    /* keep the oldest default-sized block, free the rest */
+    /* keep the oldest default-sized block (the common request fits in it), free the rest */
     fx_arena_block *keep = NULL;
+    for (fx_arena_block *b = a->head; b; b = b->next)
+        if (b->size == a->block_size)
+            keep = b;
+    fx_arena_block *b = a->head;
     while (b) {
         fx_arena_block *next = b->next;
-        if (!keep && b->size == a->block_size && next == NULL)
-            keep = b;
-        else
+        if (b != keep)
             free(b);
         b = next;
     }
-    if (keep)
+    if (keep) {
         keep->used = 0;
+        keep->next = NULL;
+    }
     a->head = keep;
     a->allocated = 0;
 }

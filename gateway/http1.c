@@ -22,8 +22,8 @@
 
 /* ---- raw scan ------------------------------------------------------------ */
 
-int fx_http_scan_head(const char *buf, size_t len, size_t max_head, size_t max_uri, int is_request,
-                      size_t *head_len, size_t *skip, fx_http_error *err)
+static int scan_head(const char *buf, size_t len, size_t max_head, size_t max_uri, int is_request,
+                     size_t *head_len, size_t *skip, fx_http_error *err)
 {
     size_t i = 0;
     *skip = 0;
@@ -91,10 +91,19 @@ int fx_http_scan_head(const char *buf, size_t len, size_t max_head, size_t max_u
         *err = (fx_http_error){431, "request head is larger than limits.max_header_bytes",
                                max_head};
         if (!is_request)
-            err->status = 502, err->detail = "upstream response head too large";
+            err->detail = "upstream response head too large";
         return -1;
     }
     return 0;
+}
+
+int fx_http_scan_head(const char *buf, size_t len, size_t max_head, size_t max_uri, int is_request,
+                      size_t *head_len, size_t *skip, fx_http_error *err)
+{
+    int rc = scan_head(buf, len, max_head, max_uri, is_request, head_len, skip, err);
+    if (rc < 0 && !is_request)
+        err->status = 502; /* a bad upstream response is a bad gateway, whatever the flaw */
+    return rc;
 }
 
 /* ---- llhttp callbacks for heads --------------------------------------------- */
@@ -371,10 +380,19 @@ static int fail(fx_http_error *err, int status, const char *detail, const char *
     return -1;
 }
 
-/* Dot-segments ("/./", "/../", trailing "/." or "/..") in a path. */
+/*
+ * Paths that the router and an upstream could resolve differently: dot-segments
+ * ("/./", "/../", also spelled "%2e" and with path parameters like "..;x", which
+ * some servers strip), and encoded slashes or backslashes ("%2f", "%5c") that a
+ * decoding upstream turns into separators.
+ */
 static int has_dot_segment(fx_slice path)
 {
     const char *p = path.p, *end = path.p + path.n;
+    for (const char *q = p; q + 2 < end; q++)
+        if (q[0] == '%' && ((q[1] == '2' && (q[2] == 'f' || q[2] == 'F')) ||
+                            (q[1] == '5' && (q[2] == 'c' || q[2] == 'C'))))
+            return 1;
     while (p < end) {
         if (*p++ != '/')
             continue;
@@ -382,27 +400,24 @@ static int has_dot_segment(fx_slice path)
         while (p < end && *p != '/')
             p++;
         size_t n = (size_t)(p - s);
-        if ((n == 1 && s[0] == '.') || (n == 2 && s[0] == '.' && s[1] == '.'))
-            return 1;
-        /* encoded dots: %2e / %2E, alone or mixed with '.' */
-        if (n >= 3 && n <= 6) {
-            int dots = 0, other = 0;
-            for (size_t i = 0; i < n;) {
-                if (s[i] == '.') {
-                    dots++;
-                    i++;
-                } else if (i + 2 < n + 0 && s[i] == '%' && s[i + 1] == '2' &&
-                           (s[i + 2] == 'e' || s[i + 2] == 'E')) {
-                    dots++;
-                    i += 3;
-                } else {
-                    other = 1;
-                    break;
-                }
+        const char *semi = memchr(s, ';', n);
+        if (semi)
+            n = (size_t)(semi - s);
+        int dots = 0, other = 0;
+        for (size_t i = 0; i < n && !other;) {
+            if (s[i] == '.') {
+                dots++;
+                i++;
+            } else if (i + 3 <= n && s[i] == '%' && s[i + 1] == '2' &&
+                       (s[i + 2] == 'e' || s[i + 2] == 'E')) {
+                dots++;
+                i += 3;
+            } else {
+                other = 1;
             }
-            if (!other && (dots == 1 || dots == 2))
-                return 1;
         }
+        if (!other && (dots == 1 || dots == 2))
+            return 1;
     }
     return 0;
 }
@@ -418,6 +433,8 @@ static int check_target(fx_http_msg *m, const char *head, fx_http_error *err)
             c == '^' || c == '`' || c == '{' || c == '|' || c == '}')
             return fail(err, 400, "invalid character in request target", head, t.p + i);
     }
+    if (memchr(t.p, '#', t.n))
+        return fail(err, 400, "fragment in request target", head, memchr(t.p, '#', t.n));
     fx_slice path = t;
     if (t.p[0] == '/') {
         /* origin-form */
@@ -438,11 +455,14 @@ static int check_target(fx_http_msg *m, const char *head, fx_http_error *err)
             return fail(err, 400, "absolute-form target without a valid authority", head, a);
         m->host = authority;
         m->absolute_form = 1;
-        if (slash < end && *slash == '?')
-            return fail(err, 400, "absolute-form target has a query but no path", head, slash);
         path = fx_slice_make(slash, (size_t)(end - slash));
-        if (path.n == 0)
-            path = FX_SLICE_LIT("/");
+        if (path.n == 0 || *slash == '?') {
+            /* "http://host" or "http://host?q": the path is "/" (RFC 9112 §3.2.2) */
+            m->query = slash < end ? fx_slice_make(slash + 1, (size_t)(end - slash - 1))
+                                   : FX_SLICE_NULL;
+            m->path = FX_SLICE_LIT("/");
+            return 0;
+        }
     } else {
         return fail(err, 400, "request target must be origin-form (\"/path\") or absolute-form",
                     head, t.p);
@@ -454,11 +474,10 @@ static int check_target(fx_http_msg *m, const char *head, fx_http_error *err)
     } else {
         m->query = FX_SLICE_NULL;
     }
-    const char *frag = memchr(path.p, '#', path.n);
-    if (frag)
-        return fail(err, 400, "fragment in request target", head, frag);
     if (has_dot_segment(path))
-        return fail(err, 400, "dot-segments (\"/./\", \"/../\") in the request path", head, path.p);
+        return fail(err, 400,
+                    "dot-segments or encoded slashes (\"/../\", \"%2e%2e\", \"%2f\") in the request path",
+                    head, path.p);
     m->path = path;
     return 0;
 }
@@ -725,9 +744,24 @@ static int chunked_on_complete(llhttp_t *p)
     return HPE_PAUSED;
 }
 
+/* Extensions are legal but ignored (never forwarded); llhttp 8.1 checks their
+ * characters but lets an empty name ("5;=x") or value ("5;a=") through. */
 static int chunked_on_ext(llhttp_t *p, const char *at, size_t n)
 {
-    /* extensions are legal but ignored; llhttp validates their syntax */
+    fx_http_chunked *c = p->data;
+    c->ext_len += n;
+    return 0;
+}
+
+static int chunked_on_ext_complete(llhttp_t *p)
+{
+    fx_http_chunked *c = p->data;
+    size_t n = c->ext_len;
+    c->ext_len = 0;
+    if (n == 0) {
+        c->bad_ext = 1;
+        return HPE_USER;
+    }
     return 0;
 }
 
@@ -752,6 +786,8 @@ static const llhttp_settings_t chunked_settings = {
     .on_message_complete = chunked_on_complete,
     .on_chunk_extension_name = chunked_on_ext,
     .on_chunk_extension_value = chunked_on_ext,
+    .on_chunk_extension_name_complete = chunked_on_ext_complete,
+    .on_chunk_extension_value_complete = chunked_on_ext_complete,
 };
 
 void fx_http_chunked_init(fx_http_chunked *c, int is_request, uint64_t limit, fx_http_body_cb cb,
@@ -809,6 +845,10 @@ long fx_http_chunked_feed(fx_http_chunked *c, const char *p, size_t n, const cha
     if (e == HPE_USER) {
         if (c->bad_trailer) {
             *why = "invalid trailer field (obs-fold or control character)";
+            return FX_CHUNKED_ERROR;
+        }
+        if (c->bad_ext) {
+            *why = "empty chunk extension name or value";
             return FX_CHUNKED_ERROR;
         }
         if (c->limit && c->total > c->limit) {

@@ -119,6 +119,8 @@ typedef struct fx_http_chunked {
     uint64_t limit;               /* 0 = none; over it: FX_CHUNKED_TOO_BIG */
     int done;
     int bad_trailer;
+    int bad_ext;
+    size_t ext_len;               /* bytes of the chunk extension name/value being read */
     const char *cur;              /* the piece being fed (for trailer checks) */
     char tail[2];                 /* the last two bytes consumed: the body must end in CRLF */
 } fx_http_chunked;
