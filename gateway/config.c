@@ -1417,6 +1417,14 @@ static bool split_template(cx *c, const ynode *n, const char *path, fx_route_con
                     ok = false;
                 }
             }
+            size_t nparams = 1;
+            for (size_t j = 0; j < i; j++)
+                nparams += r->segs[j].is_param;
+            if (nparams == FX_ROUTE_MAX_PARAMS + 1) {
+                node_err(c, n, "%s: more than %d parameters in '%s'", path, FX_ROUTE_MAX_PARAMS,
+                         show(c, tpl));
+                ok = false;
+            }
             seg->is_param = 1;
             seg->len = nlen;
             seg->text = strndup(name, nlen);

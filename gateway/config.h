@@ -83,6 +83,9 @@ enum fx_match_kind {
     FX_MATCH_TEMPLATE,            /* match.path with params: "/api/documents/{id}" */
 };
 
+/* A template binds at most this many {params}; more is a config error. */
+#define FX_ROUTE_MAX_PARAMS 16
+
 /* One path segment of a template: literal text or a {param}. */
 typedef struct fx_path_seg {
     char *text;                   /* literal bytes, or the param name */

@@ -11,8 +11,6 @@
 #include "config.h"
 #include "slice.h"
 
-#define FX_ROUTE_MAX_PARAMS 16
-
 typedef struct fx_route_param {
     fx_slice name;
     fx_slice value;
