@@ -26,66 +26,66 @@ static int scan_head(const char *buf, size_t len, size_t max_head, size_t max_ur
                      size_t *head_len, size_t *skip, fx_http_error *err)
 {
     size_t i = 0;
-    *skip = 0;
     /* RFC 9112 §2.2: a server SHOULD ignore at least one empty line before the request line */
     while (is_request && i + 1 < len && buf[i] == '\r' && buf[i + 1] == '\n' && i < 8)
         i += 2;
     *skip = i;
-    size_t start = i;
-    int in_first_line = 1;
-    size_t sp_count = 0, target_start = 0;
-
+    const size_t start = i;
     if (max_head && len > start + max_head)
         len = start + max_head;
 
-    for (; i < len; i++) {
-        unsigned char c = (unsigned char)buf[i];
-        if (c == '\0') {
-            *err = (fx_http_error){400, "NUL byte in message head", i - start};
+    /* line by line with memchr: the head is mostly long runs of ordinary bytes */
+    for (size_t line = start; line < len;) {
+        const char *seg = buf + line;
+        const char *nl = memchr(seg, '\n', len - line);
+        size_t seglen = nl ? (size_t)(nl - seg) : len - line; /* bytes before the LF */
+        const char *nul = memchr(seg, '\0', seglen);
+        if (nul) {
+            *err = (fx_http_error){400, "NUL byte in message head", (size_t)(nul - buf) - start};
             return -1;
         }
-        if (c == '\n') {
-            if (i == start || buf[i - 1] != '\r') {
-                *err = (fx_http_error){400, "bare LF in message head (lines must end with CRLF)",
-                                       i - start};
-                return -1;
-            }
-            in_first_line = 0;
-            /* end of head: CRLF CRLF */
-            if (i >= start + 3 && buf[i - 2] == '\n' && buf[i - 3] == '\r') {
-                *head_len = i + 1 - start;
-                return 1;
-            }
-            if (i + 1 < len && (buf[i + 1] == ' ' || buf[i + 1] == '\t')) {
-                if (i + 1 - start <= 2 || buf[i - 2] != '\n')
-                    *err = (fx_http_error){400,
-                                           "obsolete line folding (obs-fold) is not accepted",
-                                           i + 1 - start};
-                else
-                    *err = (fx_http_error){400, "whitespace at the start of a header line",
-                                           i + 1 - start};
-                return -1;
-            }
-            continue;
-        }
-        if (c == '\r') {
-            if (i + 1 < len && buf[i + 1] != '\n') {
-                *err = (fx_http_error){400, "bare CR in message head", i - start};
-                return -1;
-            }
-            continue;
-        }
-        if (in_first_line && is_request && c == ' ') {
-            sp_count++;
-            if (sp_count == 1)
-                target_start = i + 1;
-        }
-        if (in_first_line && is_request && max_uri && sp_count == 1 && target_start &&
-            i + 1 - target_start > max_uri) {
-            *err = (fx_http_error){414, "request target is longer than limits.max_uri_bytes",
-                                   target_start - start};
+        const char *cr = memchr(seg, '\r', seglen);
+        if (cr && (nl ? cr != nl - 1 : cr != buf + len - 1)) {
+            *err = (fx_http_error){400, "bare CR in message head", (size_t)(cr - buf) - start};
             return -1;
         }
+        if (line == start && is_request && max_uri) {
+            const char *sp = memchr(seg, ' ', seglen);
+            if (sp) {
+                const char *t = sp + 1, *tend = seg + seglen;
+                const char *sp2 = memchr(t, ' ', (size_t)(tend - t));
+                size_t tlen = (size_t)((sp2 ? sp2 : tend) - t);
+                if (tlen > max_uri) {
+                    *err = (fx_http_error){414, "request target is longer than limits.max_uri_bytes",
+                                           (size_t)(t - buf) - start};
+                    return -1;
+                }
+            }
+        }
+        if (!nl)
+            break; /* incomplete line: wait for more */
+        size_t lf = (size_t)(nl - buf);
+        if (seglen == 0 || nl[-1] != '\r') {
+            *err = (fx_http_error){400, "bare LF in message head (lines must end with CRLF)",
+                                   lf - start};
+            return -1;
+        }
+        if (seglen == 1) {
+            if (line == start) {
+                *err = (fx_http_error){400, "empty lines before the request line", 0};
+                return -1;
+            }
+            *head_len = lf + 1 - start;
+            return 1;
+        }
+        if (lf + 1 < len && (buf[lf + 1] == ' ' || buf[lf + 1] == '\t')) {
+            *err = (fx_http_error){400,
+                                   line == start ? "whitespace at the start of a header line"
+                                                 : "obsolete line folding (obs-fold) is not accepted",
+                                   lf + 1 - start};
+            return -1;
+        }
+        line = lf + 1;
     }
     if (max_head && len >= start + max_head) {
         *err = (fx_http_error){431, "request head is larger than limits.max_header_bytes",

@@ -24,7 +24,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <inttypes.h>
 #include <netinet/in.h>
@@ -56,7 +55,7 @@ enum resp_out { OUT_NONE, OUT_LENGTH, OUT_CHUNKED, OUT_CLOSE };
 struct fx_conn {
     fx_worker *w;
     fx_conn *prev, *next;
-    struct bufferevent *bev;
+    fx_sock *sock;
     struct event *timer;
     char client_ip[INET6_ADDRSTRLEN];
     int state;
@@ -107,12 +106,12 @@ struct fx_conn {
 
 static void client_process(fx_conn *c);
 static void conn_free(fx_conn *c);
-static void on_client_read(struct bufferevent *bev, void *arg);
-static void on_client_write(struct bufferevent *bev, void *arg);
-static void on_client_event(struct bufferevent *bev, short what, void *arg);
-static void on_up_read(struct bufferevent *bev, void *arg);
-static void on_up_write(struct bufferevent *bev, void *arg);
-static void on_up_event(struct bufferevent *bev, short what, void *arg);
+static void on_client_read(fx_sock *s, void *arg);
+static void on_client_write(fx_sock *s, void *arg);
+static void on_client_event(fx_sock *s, int what, void *arg);
+static void on_up_read(fx_sock *s, void *arg);
+static void on_up_write(fx_sock *s, void *arg);
+static void on_up_event(fx_sock *s, int what, void *arg);
 static void finish_request(fx_conn *c);
 static int upstream_connect(fx_conn *c);
 static void pump_request_body(fx_conn *c);
@@ -144,7 +143,18 @@ static const fx_limits_conf *limits(fx_conn *c)
 
 static struct evbuffer *client_out(fx_conn *c)
 {
-    return bufferevent_get_output(c->bev);
+    return c->sock->out;
+}
+
+static void flush_client(fx_conn *c)
+{
+    fx_sock_flush(c->sock);
+}
+
+static void flush_up(fx_conn *c)
+{
+    if (c->up)
+        fx_sock_flush(c->up->sock);
 }
 
 static char *put(char *o, const char *p, size_t n)
@@ -219,6 +229,7 @@ static void send_problem(fx_conn *c, int status, const char *detail, int keep)
     struct evbuffer *out = client_out(c);
     evbuffer_add(out, head, (size_t)hl);
     evbuffer_add(out, body, (size_t)bl);
+    flush_client(c);
     c->bytes_out += (uint64_t)hl + (uint64_t)bl;
     c->status = status;
     c->resp_started = 1;
@@ -288,7 +299,7 @@ static void end_request(fx_conn *c)
 
 static void read_head(fx_conn *c)
 {
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = c->sock->in;
     size_t len = evbuffer_get_length(in);
     if (len == 0)
         return;
@@ -362,6 +373,7 @@ static void read_head(fx_conn *c)
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         evbuffer_add(client_out(c), cont, sizeof(cont) - 1);
         c->bytes_out += sizeof(cont) - 1;
+        flush_client(c);
     }
     if (c->req.body == FX_BODY_LENGTH)
         c->req_left = c->req.content_length;
@@ -468,9 +480,7 @@ static void on_connect_timeout(evutil_socket_t fd, short what, void *arg)
 
 static void set_response_timeout(fx_conn *c)
 {
-    uint64_t ms = c->ups->timeout_ms;
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
-    bufferevent_set_timeouts(c->up->bev, &tv, NULL);
+    fx_sock_set_read_timeout(c->up->sock, c->ups->timeout_ms);
 }
 
 /* Connects (or reuses) and queues the head. Returns -1 when the request was already answered. */
@@ -487,9 +497,9 @@ static int upstream_connect(fx_conn *c)
         reject(c, 502, why, 0);
         return -1;
     }
-    bufferevent_setcb(c->up->bev, on_up_read, on_up_write, on_up_event, c);
-    bufferevent_setwatermark(c->up->bev, EV_WRITE, FX_LOW_WATER, 0);
-    bufferevent_enable(c->up->bev, EV_READ | EV_WRITE);
+    fx_sock_setcb(c->up->sock, on_up_read, on_up_write, on_up_event, c);
+    c->up->sock->low_water = FX_LOW_WATER;
+    fx_sock_read_enable(c->up->sock);
     if (!c->up->connected && !c->up->reused) {
         if (!c->up_timer)
             c->up_timer = evtimer_new(c->w->base, on_connect_timeout, c);
@@ -499,14 +509,16 @@ static int upstream_connect(fx_conn *c)
     } else if (c->req_done || c->req.body == FX_BODY_NONE) {
         set_response_timeout(c);
     }
-    struct evbuffer *out = bufferevent_get_output(c->up->bev);
+    struct evbuffer *out = c->up->sock->out;
     evbuffer_add(out, c->up_head, c->up_head_len);
     if (c->stage && evbuffer_get_length(c->stage)) {
         c->req_body_started = 1;
         evbuffer_add_buffer(out, c->stage);
     }
     if (!c->req_done)
-        pump_request_body(c);
+        pump_request_body(c); /* flushes */
+    else
+        flush_up(c);
     return 0;
 }
 
@@ -515,7 +527,7 @@ static int upstream_connect(fx_conn *c)
 static struct evbuffer *body_sink(fx_conn *c)
 {
     if (c->up)
-        return bufferevent_get_output(c->up->bev);
+        return c->up->sock->out;
     if (!c->stage)
         c->stage = evbuffer_new();
     return c->stage;
@@ -540,15 +552,14 @@ static void request_body_done(fx_conn *c)
     c->req_done = 1;
     if (c->up && (c->up->connected || c->up->reused))
         set_response_timeout(c);
-    /* the next pipelined request waits, unread, until this response is done */
-    bufferevent_disable(c->bev, EV_READ);
+    /* a pipelined next request waits in the input buffer until this response is done */
 }
 
 static void pump_request_body(fx_conn *c)
 {
     if (c->req_done)
         return;
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = c->sock->in;
     struct evbuffer *out = body_sink(c);
     size_t avail = evbuffer_get_length(in);
     if (avail == 0 || !out)
@@ -597,8 +608,9 @@ static void pump_request_body(fx_conn *c)
             upstream_connect(c);
         return;
     }
+    flush_up(c);
     if (!c->req_done && evbuffer_get_length(out) > FX_HIGH_WATER) {
-        bufferevent_disable(c->bev, EV_READ);
+        fx_sock_read_disable(c->sock);
         c->client_paused = 1;
     }
 }
@@ -726,7 +738,7 @@ static void start_tunnel(fx_conn *c);
 /* Returns 1 when the request ended (the connection may be gone): touch nothing after. */
 static int pump_response(fx_conn *c)
 {
-    struct evbuffer *in = bufferevent_get_input(c->up->bev);
+    struct evbuffer *in = c->up->sock->in;
     char detail[256];
     while (!c->resp_head_done) {
         size_t len = evbuffer_get_length(in);
@@ -835,8 +847,9 @@ static int pump_response(fx_conn *c)
             break;
         }
     }
+    flush_client(c);
     if (evbuffer_get_length(out) > FX_HIGH_WATER && !c->up_paused) {
-        bufferevent_disable(c->up->bev, EV_READ);
+        fx_sock_read_disable(c->up->sock);
         c->up_paused = 1;
     }
     return 0;
@@ -853,8 +866,8 @@ static void release_upstream(fx_conn *c)
     if (c->up_timer)
         evtimer_del(c->up_timer);
     int reusable = c->resp_done && c->req_done && c->resp_head_done && c->resp.keep_alive &&
-                   !c->resp.upgrade && evbuffer_get_length(bufferevent_get_input(u->bev)) == 0 &&
-                   evbuffer_get_length(bufferevent_get_output(u->bev)) == 0 && !c->w->draining;
+                   !c->resp.upgrade && evbuffer_get_length(u->sock->in) == 0 &&
+                   evbuffer_get_length(u->sock->out) == 0 && !c->w->draining;
     if (reusable) {
         u->connected = 1;
         fx_pool_put(u->pool, u);
@@ -902,9 +915,10 @@ static void access_log(fx_conn *c)
 static void close_when_flushed(fx_conn *c)
 {
     c->state = CS_CLOSING;
-    bufferevent_disable(c->bev, EV_READ);
-    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
-    if (evbuffer_get_length(client_out(c)) == 0) {
+    fx_sock_read_disable(c->sock);
+    c->sock->low_water = 0;
+    flush_client(c);
+    if (evbuffer_get_length(client_out(c)) == 0 || c->sock->failed) {
         conn_free(c);
         return;
     }
@@ -930,10 +944,11 @@ static void finish_request(fx_conn *c)
     c->served = 1;
     evtimer_del(c->timer);
     c->last_activity_ms = now_ms();
-    bufferevent_enable(c->bev, EV_READ);
-    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
+    flush_client(c);
+    fx_sock_read_enable(c->sock);
+    if (evbuffer_get_length(c->sock->in) > 0) {
         /* a pipelined request is waiting: handle it from the loop, not recursively */
-        bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+        fx_sock_kick(c->sock);
     }
     /* idle keep-alive wait; the config is not held while idle */
     fx_config *cfg = fx_server_config(c->w->server);
@@ -967,33 +982,33 @@ static void upstream_failed(fx_conn *c, int status, const char *detail, const ch
 
 /* ---- tunnels (after 101) -------------------------------------------------------------------- */
 
-static void tunnel_relay(fx_conn *c, struct bufferevent *from, struct bufferevent *to)
+static void tunnel_relay(fx_conn *c, fx_sock *from, fx_sock *to)
 {
-    struct evbuffer *in = bufferevent_get_input(from);
-    size_t n = evbuffer_get_length(in);
+    size_t n = evbuffer_get_length(from->in);
     if (n) {
-        if (from == c->bev)
+        if (from == c->sock)
             c->bytes_in += n;
         else
             c->bytes_out += n;
-        evbuffer_add_buffer(bufferevent_get_output(to), in);
+        evbuffer_add_buffer(to->out, from->in);
+        fx_sock_flush(to);
     }
     c->last_activity_ms = now_ms();
-    if (evbuffer_get_length(bufferevent_get_output(to)) > FX_HIGH_WATER)
-        bufferevent_disable(from, EV_READ);
+    if (evbuffer_get_length(to->out) > FX_HIGH_WATER)
+        fx_sock_read_disable(from);
 }
 
-static void on_tunnel_up_read(struct bufferevent *bev, void *arg)
+static void on_tunnel_up_read(fx_sock *s, void *arg)
 {
     fx_conn *c = arg;
-    tunnel_relay(c, bev, c->bev);
+    tunnel_relay(c, s, c->sock);
 }
 
-static void on_tunnel_up_write(struct bufferevent *bev, void *arg)
+static void on_tunnel_up_write(fx_sock *s, void *arg)
 {
     fx_conn *c = arg;
     if (c->state == CS_TUNNEL)
-        bufferevent_enable(c->bev, EV_READ);
+        fx_sock_read_enable(c->sock);
 }
 
 static void tunnel_end(fx_conn *c)
@@ -1008,11 +1023,11 @@ static void tunnel_end(fx_conn *c)
     close_when_flushed(c);
 }
 
-static void on_tunnel_up_event(struct bufferevent *bev, short what, void *arg)
+static void on_tunnel_up_event(fx_sock *s, int what, void *arg)
 {
     fx_conn *c = arg;
-    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
-        tunnel_relay(c, bev, c->bev);
+    if (what & (FX_SOCK_EOF | FX_SOCK_ERROR | FX_SOCK_TIMEOUT)) {
+        tunnel_relay(c, s, c->sock);
         tunnel_end(c);
     }
 }
@@ -1020,13 +1035,14 @@ static void on_tunnel_up_event(struct bufferevent *bev, short what, void *arg)
 static void start_tunnel(fx_conn *c)
 {
     c->state = CS_TUNNEL;
-    bufferevent_setcb(c->up->bev, on_tunnel_up_read, on_tunnel_up_write, on_tunnel_up_event, c);
-    bufferevent_set_timeouts(c->up->bev, NULL, NULL);
-    bufferevent_enable(c->up->bev, EV_READ | EV_WRITE);
-    bufferevent_enable(c->bev, EV_READ);
+    fx_sock_setcb(c->up->sock, on_tunnel_up_read, on_tunnel_up_write, on_tunnel_up_event, c);
+    fx_sock_set_read_timeout(c->up->sock, 0);
+    fx_sock_read_enable(c->up->sock);
+    fx_sock_read_enable(c->sock);
+    flush_client(c); /* the 101 head */
     /* anything either side sent early */
-    tunnel_relay(c, c->up->bev, c->bev);
-    tunnel_relay(c, c->bev, c->up->bev);
+    tunnel_relay(c, c->up->sock, c->sock);
+    tunnel_relay(c, c->sock, c->up->sock);
 }
 
 /* ---- connection events ------------------------------------------------------------------------ */
@@ -1037,7 +1053,7 @@ static void client_process(fx_conn *c)
     case CS_READ_HEAD:
         if (evbuffer_get_length(client_out(c)) > FX_HIGH_WATER) {
             /* a client pipelining without reading: wait until it drains */
-            bufferevent_disable(c->bev, EV_READ);
+            fx_sock_read_disable(c->sock);
             c->client_paused = 1;
             return;
         }
@@ -1045,23 +1061,31 @@ static void client_process(fx_conn *c)
         break;
     case CS_PROXY:
         c->last_activity_ms = now_ms();
+        if (c->req_done) {
+            /* pipelined bytes wait for this response; bound what we take in meanwhile */
+            if (evbuffer_get_length(c->sock->in) > FX_HIGH_WATER) {
+                fx_sock_read_disable(c->sock);
+                c->client_paused = 1;
+            }
+            break;
+        }
         pump_request_body(c);
         break;
     case CS_TUNNEL:
-        tunnel_relay(c, c->bev, c->up->bev);
+        tunnel_relay(c, c->sock, c->up->sock);
         break;
     default:
         /* closing: discard */
-        evbuffer_drain(bufferevent_get_input(c->bev), evbuffer_get_length(bufferevent_get_input(c->bev)));
+        evbuffer_drain(c->sock->in, evbuffer_get_length(c->sock->in));
     }
 }
 
-static void on_client_read(struct bufferevent *bev, void *arg)
+static void on_client_read(fx_sock *s, void *arg)
 {
     client_process(arg);
 }
 
-static void on_client_write(struct bufferevent *bev, void *arg)
+static void on_client_write(fx_sock *s, void *arg)
 {
     fx_conn *c = arg;
     c->last_activity_ms = now_ms();
@@ -1073,35 +1097,34 @@ static void on_client_write(struct bufferevent *bev, void *arg)
     case CS_PROXY:
         if (c->up_paused && c->up) {
             c->up_paused = 0;
-            bufferevent_enable(c->up->bev, EV_READ);
+            fx_sock_read_enable(c->up->sock);
         }
         return;
     case CS_TUNNEL:
         if (c->up)
-            bufferevent_enable(c->up->bev, EV_READ);
+            fx_sock_read_enable(c->up->sock);
         return;
     case CS_READ_HEAD:
         if (c->client_paused) {
             c->client_paused = 0;
-            bufferevent_enable(c->bev, EV_READ);
-            bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+            fx_sock_read_enable(c->sock);
+            fx_sock_kick(c->sock);
         }
         return;
     }
 }
 
-static void on_client_event(struct bufferevent *bev, short what, void *arg)
+static void on_client_event(fx_sock *s, int what, void *arg)
 {
     fx_conn *c = arg;
-    if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
+    if (!(what & (FX_SOCK_EOF | FX_SOCK_ERROR)))
         return;
     switch (c->state) {
     case CS_READ_HEAD:
-        if (c->head_started && evbuffer_get_length(bufferevent_get_input(bev)) > 0 && c->cfg &&
-            !(what & BEV_EVENT_ERROR)) {
+        if (c->head_started && evbuffer_get_length(s->in) > 0 && c->cfg && !(what & FX_SOCK_ERROR)) {
             /* a half-closed client can still read our answer */
-            c->bytes_in += evbuffer_get_length(bufferevent_get_input(bev));
-            evbuffer_drain(bufferevent_get_input(bev), evbuffer_get_length(bufferevent_get_input(bev)));
+            c->bytes_in += evbuffer_get_length(s->in);
+            evbuffer_drain(s->in, evbuffer_get_length(s->in));
             reject(c, 400, "connection closed before the request head was complete", 0);
             return;
         }
@@ -1109,7 +1132,7 @@ static void on_client_event(struct bufferevent *bev, short what, void *arg)
         conn_free(c);
         return;
     case CS_PROXY:
-        if (c->req_done && (what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR)) {
+        if (c->req_done && (what & FX_SOCK_EOF) && !(what & FX_SOCK_ERROR)) {
             /* half-close after a complete request: still answer it, then close */
             c->close_after = 1;
             return;
@@ -1121,7 +1144,7 @@ static void on_client_event(struct bufferevent *bev, short what, void *arg)
         return;
     case CS_TUNNEL:
         if (c->up)
-            tunnel_relay(c, c->bev, c->up->bev);
+            tunnel_relay(c, c->sock, c->up->sock);
         access_log(c);
         end_request(c);
         conn_free(c);
@@ -1131,18 +1154,18 @@ static void on_client_event(struct bufferevent *bev, short what, void *arg)
     }
 }
 
-static void on_up_read(struct bufferevent *bev, void *arg)
+static void on_up_read(fx_sock *s, void *arg)
 {
     fx_conn *c = arg;
     pump_response(c);
 }
 
-static void on_up_write(struct bufferevent *bev, void *arg)
+static void on_up_write(fx_sock *s, void *arg)
 {
     fx_conn *c = arg;
     if (c->client_paused && c->state == CS_PROXY) {
         c->client_paused = 0;
-        bufferevent_enable(c->bev, EV_READ);
+        fx_sock_read_enable(c->sock);
         pump_request_body(c);
     }
 }
@@ -1156,10 +1179,10 @@ static void retry_fresh(fx_conn *c)
     upstream_connect(c);
 }
 
-static void on_up_event(struct bufferevent *bev, short what, void *arg)
+static void on_up_event(fx_sock *s, int what, void *arg)
 {
     fx_conn *c = arg;
-    if (what & BEV_EVENT_CONNECTED) {
+    if (what & FX_SOCK_CONNECTED) {
         c->up->connected = 1;
         if (c->up_timer)
             evtimer_del(c->up_timer);
@@ -1167,16 +1190,16 @@ static void on_up_event(struct bufferevent *bev, short what, void *arg)
             set_response_timeout(c);
         return;
     }
-    if (what & BEV_EVENT_TIMEOUT) {
+    if (what & FX_SOCK_TIMEOUT) {
         c->upstream_error = "timeout";
         upstream_failed(c, 504, "upstream did not respond within upstreams.timeout", "timeout");
         return;
     }
-    if (what & BEV_EVENT_EOF) {
+    if (what & FX_SOCK_EOF) {
         /* read what is left first */
-        if (evbuffer_get_length(bufferevent_get_input(bev)) && pump_response(c))
+        if (evbuffer_get_length(s->in) && pump_response(c))
             return;
-        if (c->state != CS_PROXY || !c->up || c->up->bev != bev)
+        if (c->state != CS_PROXY || !c->up || c->up->sock != s)
             return;
         if (c->resp_head_done && c->resp.body == FX_BODY_EOF) {
             response_complete(c);
@@ -1193,8 +1216,8 @@ static void on_up_event(struct bufferevent *bev, short what, void *arg)
                         "reset");
         return;
     }
-    if (what & BEV_EVENT_ERROR) {
-        int err = EVUTIL_SOCKET_ERROR();
+    if (what & FX_SOCK_ERROR) {
+        int err = s->error;
         if (!c->resp_any_byte && c->up->reused && !c->retried && !c->req_body_started) {
             retry_fresh(c);
             return;
@@ -1203,7 +1226,7 @@ static void on_up_event(struct bufferevent *bev, short what, void *arg)
         const char *kind = c->up->connected ? "reset" : "connect";
         snprintf(detail, sizeof(detail), "%s: %s",
                  c->up->connected ? "upstream connection failed" : "cannot connect to upstream",
-                 evutil_socket_error_to_string(err));
+                 strerror(err));
         upstream_failed(c, 502, detail, kind);
     }
 }
@@ -1214,7 +1237,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     uint64_t now = now_ms();
     switch (c->state) {
     case CS_READ_HEAD:
-        if (!c->head_started || evbuffer_get_length(bufferevent_get_input(c->bev)) == 0) {
+        if (!c->head_started || evbuffer_get_length(c->sock->in) == 0) {
             /* idle keep-alive (or a connection that never spoke) */
             end_request(c);
             conn_free(c);
@@ -1269,8 +1292,7 @@ static void conn_free(fx_conn *c)
         event_free(c->up_timer);
     if (c->timer)
         event_free(c->timer);
-    if (c->bev)
-        bufferevent_free(c->bev);
+    fx_sock_free(c->sock);
     if (c->stage)
         evbuffer_free(c->stage);
     fx_arena_free(&c->arena);
@@ -1333,22 +1355,21 @@ void fx_proxy_accept(fx_worker *w, int fd, const struct sockaddr *sa, int salen)
     (void)salen;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    c->sock = fx_sock_new(w->base, fd);
     c->timer = evtimer_new(w->base, on_timer, c);
     c->next = w->conns;
     if (w->conns)
         w->conns->prev = c;
     w->conns = c;
     w->nconns++;
-    if (!c->bev || !c->timer) {
-        if (!c->bev)
+    if (!c->sock || !c->timer) {
+        if (!c->sock)
             evutil_closesocket(fd);
         conn_free(c);
         return;
     }
-    bufferevent_setcb(c->bev, on_client_read, on_client_write, on_client_event, c);
-    bufferevent_setwatermark(c->bev, EV_WRITE, FX_LOW_WATER, 0);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    fx_sock_setcb(c->sock, on_client_read, on_client_write, on_client_event, c);
+    c->sock->low_water = FX_LOW_WATER;
     c->state = CS_READ_HEAD;
     cfg = fx_server_config(s);
     arm_timer(c, cfg->limits.header_timeout_ms);

@@ -8,8 +8,8 @@
 #include "upstream.h"
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -46,8 +46,7 @@ void fx_upconn_free(fx_upconn *c)
 {
     if (c->idle)
         idle_unlink(c);
-    if (c->bev)
-        bufferevent_free(c->bev);
+    fx_sock_free(c->sock);
     free(c);
 }
 
@@ -69,12 +68,12 @@ void fx_pool_free(fx_pool *p)
 }
 
 /* An idle connection must stay silent: data or EOF means it is no longer usable. */
-static void on_idle_read(struct bufferevent *bev, void *arg)
+static void on_idle_read(fx_sock *s, void *arg)
 {
     fx_upconn_free(arg);
 }
 
-static void on_idle_event(struct bufferevent *bev, short what, void *arg)
+static void on_idle_event(fx_sock *s, int what, void *arg)
 {
     fx_upconn_free(arg);
 }
@@ -87,8 +86,8 @@ fx_upconn *fx_pool_get(fx_pool *p, const char **why)
         fx_upconn *c = p->idle[t];
         idle_unlink(c);
         c->reused = 1;
-        bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
-        bufferevent_set_timeouts(c->bev, NULL, NULL);
+        fx_sock_setcb(c->sock, NULL, NULL, NULL, NULL);
+        fx_sock_set_read_timeout(c->sock, 0);
         return c;
     }
     fx_upconn *c = calloc(1, sizeof(*c));
@@ -98,24 +97,16 @@ fx_upconn *fx_pool_get(fx_pool *p, const char **why)
     }
     c->pool = p;
     c->target = t;
-    c->bev = bufferevent_socket_new(p->worker->base, -1, BEV_OPT_CLOSE_ON_FREE);
-    if (!c->bev) {
-        free(c);
-        *why = "cannot create a socket";
-        return NULL;
-    }
     const fx_addr *a = &u->targets[t];
-    if (bufferevent_socket_connect(c->bev, (const struct sockaddr *)&a->sa, (int)a->salen) < 0) {
-        /* immediate failure (e.g. no route); report it as refused */
-        bufferevent_free(c->bev);
+    int err = 0;
+    c->sock = fx_sock_connect(p->worker->base, (const struct sockaddr *)&a->sa, a->salen, &err);
+    if (!c->sock) {
+        /* immediate failure (no route, out of sockets); the caller answers 502 */
         free(c);
-        *why = "connect failed";
+        *why = err == ECONNREFUSED ? "connection refused" : "cannot connect to upstream";
         return NULL;
     }
-    int one = 1;
-    evutil_socket_t fd = bufferevent_getfd(c->bev);
-    if (fd >= 0)
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c->connected = !c->sock->connecting;
     return c;
 }
 
@@ -133,9 +124,8 @@ void fx_pool_put(fx_pool *p, fx_upconn *c)
         c->next->prev = c;
     p->idle[c->target] = c;
     p->nidle++;
-    bufferevent_setcb(c->bev, on_idle_read, NULL, on_idle_event, c);
+    fx_sock_setcb(c->sock, on_idle_read, NULL, on_idle_event, c);
     /* idle upstream connections do not live forever: the upstream may drop them first */
-    struct timeval tv = {60, 0};
-    bufferevent_set_timeouts(c->bev, &tv, NULL);
-    bufferevent_enable(c->bev, EV_READ);
+    fx_sock_set_read_timeout(c->sock, 60000);
+    fx_sock_read_enable(c->sock);
 }

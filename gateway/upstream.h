@@ -12,14 +12,14 @@
 #include "config.h"
 #include "server.h"
 
-struct bufferevent;
+#include "sock.h"
 
 typedef struct fx_upconn fx_upconn;
 
 struct fx_upconn {
     fx_pool *pool;
     size_t target;                /* index into the upstream's targets */
-    struct bufferevent *bev;
+    fx_sock *sock;
     fx_upconn *prev, *next;       /* idle list links */
     unsigned connected : 1;
     unsigned reused : 1;          /* came from the idle pool */
@@ -42,7 +42,7 @@ void fx_pool_close_idle(fx_pool *p);
  * A connection to the next target in round-robin order: an idle pooled one
  * to that target when there is one (reused = 1), else a new non-blocking
  * connect (connected = 0). The caller
- * sets the bufferevent callbacks. NULL when even a socket cannot be made.
+ * sets the socket callbacks. NULL when even a socket cannot be made.
  */
 fx_upconn *fx_pool_get(fx_pool *p, const char **why);
 /* Returns a healthy, fully read connection to the idle list (or frees it if full). */

@@ -1,0 +1,97 @@
+/*
+ * sock.h — a non-blocking TCP socket with an input and an output buffer,
+ * driven by the worker's event_base. The proxy's only I/O primitive.
+ *
+ * Why not libevent's socket bufferevent: it defers every write to the next
+ * loop turn (arming EPOLLOUT, waiting, writing, disarming: two epoll_ctl
+ * calls and an extra epoll_wait per write), and it reads at most 4 KiB per
+ * call after an ioctl(FIONREAD). Here a write is attempted at once
+ * (fx_sock_flush) and EPOLLOUT is armed only when the kernel pushes back;
+ * reads take up to FX_SOCK_READ_CHUNK bytes in one readv and no ioctl; the
+ * read event stays armed for the socket's life unless the owner pauses it.
+ *
+ * Ownership: the owner holds the fx_sock and frees it with fx_sock_free;
+ * callbacks never free it themselves. Callbacks run only from the event
+ * loop, never from inside fx_sock_flush, so an owner can flush while it
+ * holds its own state half-updated.
+ */
+#ifndef FX_SOCK_H
+#define FX_SOCK_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct event_base;
+struct event;
+struct evbuffer;
+
+#define FX_SOCK_READ_CHUNK (64 * 1024)
+
+enum {
+    FX_SOCK_EOF = 1 << 0,        /* the peer closed its side (read returned 0) */
+    FX_SOCK_ERROR = 1 << 1,      /* read/write/connect failed; errno-style code in s->error */
+    FX_SOCK_CONNECTED = 1 << 2,  /* an outgoing connect completed */
+    FX_SOCK_TIMEOUT = 1 << 3,    /* the read timeout expired */
+};
+
+typedef struct fx_sock fx_sock;
+typedef void (*fx_sock_cb)(fx_sock *s, void *arg);
+typedef void (*fx_sock_event_cb)(fx_sock *s, int what, void *arg);
+
+struct fx_sock {
+    int fd;
+    struct event_base *base;
+    struct event *rev;           /* EV_READ | EV_PERSIST, with the optional read timeout */
+    struct event *wev;           /* EV_WRITE | EV_PERSIST, armed only while output is pending */
+    struct evbuffer *in;
+    struct evbuffer *out;
+    fx_sock_cb on_read;          /* new bytes in `in` (or a kick) */
+    fx_sock_cb on_drain;         /* `out` fell to `low_water` or below after being blocked */
+    fx_sock_event_cb on_event;
+    void *arg;
+    size_t low_water;
+    uint64_t read_timeout_ms;    /* 0 = none */
+    int error;                   /* errno of the failure reported with FX_SOCK_ERROR */
+    unsigned reading : 1;        /* rev is armed */
+    unsigned writing : 1;        /* wev is armed */
+    unsigned connecting : 1;
+    unsigned eof : 1;
+    unsigned failed : 1;
+    unsigned kicked : 1;
+};
+
+/* Wraps an accepted, connected socket (made non-blocking here). NULL on ENOMEM. */
+fx_sock *fx_sock_new(struct event_base *base, int fd);
+/* Starts a non-blocking connect; completion is reported as FX_SOCK_CONNECTED or FX_SOCK_ERROR. */
+fx_sock *fx_sock_connect(struct event_base *base, const struct sockaddr *sa, socklen_t len,
+                         int *err);
+void fx_sock_free(fx_sock *s);
+
+void fx_sock_setcb(fx_sock *s, fx_sock_cb on_read, fx_sock_cb on_drain, fx_sock_event_cb on_event,
+                   void *arg);
+/* Arms or disarms reading (a paused socket keeps its bytes in the kernel: backpressure). */
+void fx_sock_read_enable(fx_sock *s);
+void fx_sock_read_disable(fx_sock *s);
+/* Timeout for "no bytes read for this long" while reading is armed; 0 removes it. */
+void fx_sock_set_read_timeout(fx_sock *s, uint64_t ms);
+/* Runs on_read from the loop soon, even if no new byte arrives (pipelined input). */
+void fx_sock_kick(fx_sock *s);
+
+/*
+ * Writes as much of `out` as the kernel takes now; arms EPOLLOUT for the
+ * rest. Returns 0, or -1 when the socket failed (s->error set; the failure
+ * is also reported to on_event from the loop).
+ */
+int fx_sock_flush(fx_sock *s);
+
+static inline size_t fx_sock_pending(const fx_sock *s);
+
+#include <event2/buffer.h>
+
+static inline size_t fx_sock_pending(const fx_sock *s)
+{
+    return evbuffer_get_length(s->out);
+}
+
+#endif
