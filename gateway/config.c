@@ -27,6 +27,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -1956,6 +1957,23 @@ static unsigned online_cpus(void)
     return n < 1 ? 1 : n > 256 ? 256 : (unsigned)n;
 }
 
+/* SHA-256 of the bytes the snapshot was built from, as 64 hex digits. */
+static void config_hash(const char *buf, size_t len, char out[65])
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    if (!EVP_Digest(buf, len, md, &mdlen, EVP_sha256(), NULL) || mdlen != 32) {
+        out[0] = '\0';
+        return;
+    }
+    for (unsigned i = 0; i < 32; i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 15];
+    }
+    out[64] = '\0';
+}
+
 fx_config *fx_config_load_buffer(const char *name, const char *buf, size_t len, fx_diags *diags)
 {
     if (!name)
@@ -2004,6 +2022,8 @@ fx_config *fx_config_load_buffer(const char *name, const char *buf, size_t len, 
         return NULL;
     }
     atomic_init(&cfg->refs, 1);
+    config_hash(buf, len, cfg->hash);
+    cfg->loaded_at = time(NULL);
     return cfg;
 }
 

@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <time.h>
 
 /* --- errors -------------------------------------------------------------- */
 
@@ -123,6 +124,8 @@ typedef struct fx_log_conf {
 typedef struct fx_config {
     atomic_int refs;
     char *file;                   /* path it was loaded from */
+    char hash[65];                /* SHA-256 (hex) of the bytes it was built from */
+    time_t loaded_at;
     fx_listen_conf *listens;
     size_t nlistens;
     fx_addr admin;                /* admin.address; admin.text NULL when absent */
