@@ -27,16 +27,20 @@ static const char usage[] =
     "usage: ficus <command> [options]\n"
     "\n"
     "commands:\n"
-    "  serve [-c FILE]   run the gateway (FILE defaults to config/ficus.yaml)\n"
+    "  serve [-c FILE] [--watch]\n"
+    "                    run the gateway (FILE defaults to config/ficus.yaml);\n"
+    "                    --watch reloads the config when the file changes\n"
     "  check [-c FILE]   validate the configuration; exit 0 valid, 1 invalid\n"
     "  version           print the version and the library versions\n";
 
-static const char *config_arg(int argc, char **argv, int *bad)
+static const char *config_arg(int argc, char **argv, int *bad, int *watch)
 {
     const char *file = "config/ficus.yaml";
     for (int i = 2; i < argc; i++) {
         if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc) {
             file = argv[++i];
+        } else if (watch && !strcmp(argv[i], "--watch")) {
+            *watch = 1;
         } else {
             fprintf(stderr, "ficus %s: unknown argument '%s'\n\n%s", argv[1], argv[i], usage);
             *bad = 1;
@@ -66,15 +70,15 @@ static int cmd_check(const char *file)
         fx_diags_free(&d);
         return 1;
     }
-    printf("%s: ok: %zu listener%s, %zu upstream%s, %zu route%s, 0 policies\n", file,
+    printf("%s: ok: %zu listener%s, %zu upstream%s, %zu route%s, 0 policies (sha256 %.12s)\n", file,
            cfg->nlistens, cfg->nlistens == 1 ? "" : "s", cfg->nupstreams,
-           cfg->nupstreams == 1 ? "" : "s", cfg->nroutes, cfg->nroutes == 1 ? "" : "s");
+           cfg->nupstreams == 1 ? "" : "s", cfg->nroutes, cfg->nroutes == 1 ? "" : "s", cfg->hash);
     fx_config_unref(cfg);
     fx_diags_free(&d);
     return 0;
 }
 
-static int cmd_serve(const char *file)
+static int cmd_serve(const char *file, int watch)
 {
     fx_diags d = {0};
     fx_config *cfg = fx_config_load(file, &d);
@@ -87,10 +91,11 @@ static int cmd_serve(const char *file)
     fx_log_set_level(cfg->log.level);
     signal(SIGPIPE, SIG_IGN);
     fx_server s;
-    if (fx_server_start(&s, cfg) < 0) {
+    if (fx_server_start(&s, cfg, file) < 0) {
         fx_server_free(&s);
         return 1;
     }
+    s.watch = watch;
     fx_log(FX_LOG_INFO, "ficus %s serving %s (%zu routes, %zu upstreams)", FICUS_VERSION, file,
            cfg->nroutes, cfg->nupstreams);
     int rc = fx_server_run(&s);
@@ -112,11 +117,12 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(cmd, "serve") || !strcmp(cmd, "check")) {
-        int bad = 0;
-        const char *file = config_arg(argc, argv, &bad);
+        int bad = 0, watch = 0;
+        int serve = !strcmp(cmd, "serve");
+        const char *file = config_arg(argc, argv, &bad, serve ? &watch : NULL);
         if (bad)
             return 2;
-        return !strcmp(cmd, "serve") ? cmd_serve(file) : cmd_check(file);
+        return serve ? cmd_serve(file, watch) : cmd_check(file);
     }
     fprintf(stderr, "ficus: unknown command '%s'\n\n%s", cmd, usage);
     return 2;

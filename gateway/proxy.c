@@ -257,7 +257,7 @@ static void reject(fx_conn *c, int status, const char *detail, int keep)
 
 static void begin_request(fx_conn *c)
 {
-    c->cfg = fx_server_config(c->w->server);
+    c->cfg = fx_worker_config(c->w);
     c->t0_us = now_us();
 }
 
@@ -349,6 +349,12 @@ static void read_head(fx_conn *c)
         reject(c, 413, "request body is larger than limits.max_body_bytes", 0);
         return;
     }
+    if (c->cfg != c->w->cfg) {
+        /* a reload landed while the head was arriving: route on the worker's
+         * snapshot, which is the one its upstream pools belong to */
+        fx_config_unref(c->cfg);
+        c->cfg = fx_worker_config(c->w);
+    }
     const fx_route_conf *r =
         fx_router_match(c->cfg, c->req.method, c->req.host_name, c->req.path, &c->match);
     if (!r) {
@@ -359,7 +365,7 @@ static void read_head(fx_conn *c)
         return;
     }
     c->ups = &c->cfg->upstreams[r->upstream];
-    c->pool = (size_t)r->upstream < c->w->npools ? &c->w->pools[r->upstream] : NULL;
+    c->pool = (size_t)r->upstream < c->w->npools ? c->w->pools[r->upstream] : NULL;
     c->state = CS_PROXY;
     evtimer_del(c->timer);
     c->last_activity_ms = now_ms();
@@ -951,7 +957,7 @@ static void finish_request(fx_conn *c)
         fx_sock_kick(c->sock);
     }
     /* idle keep-alive wait; the config is not held while idle */
-    fx_config *cfg = fx_server_config(c->w->server);
+    fx_config *cfg = fx_worker_config(c->w);
     arm_timer(c, cfg->limits.idle_timeout_ms);
     fx_config_unref(cfg);
 }
@@ -1266,7 +1272,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         return;
     }
     case CS_TUNNEL: {
-        fx_config *cfg = fx_server_config(c->w->server);
+        fx_config *cfg = fx_worker_config(c->w);
         uint64_t idle = cfg->limits.idle_timeout_ms;
         fx_config_unref(cfg);
         uint64_t since = now - c->last_activity_ms;
@@ -1313,7 +1319,7 @@ void fx_proxy_accept(fx_worker *w, int fd, const struct sockaddr *sa, int salen)
 {
     fx_server *s = w->server;
     unsigned n = atomic_fetch_add_explicit(&s->nconns, 1, memory_order_relaxed) + 1;
-    fx_config *cfg = fx_server_config(s);
+    fx_config *cfg = fx_worker_config(w);
     unsigned max = cfg->limits.max_connections;
     fx_config_unref(cfg);
     if (n > max || w->draining) {
@@ -1371,7 +1377,7 @@ void fx_proxy_accept(fx_worker *w, int fd, const struct sockaddr *sa, int salen)
     fx_sock_setcb(c->sock, on_client_read, on_client_write, on_client_event, c);
     c->sock->low_water = FX_LOW_WATER;
     c->state = CS_READ_HEAD;
-    cfg = fx_server_config(s);
+    cfg = fx_worker_config(w);
     arm_timer(c, cfg->limits.header_timeout_ms);
     fx_config_unref(cfg);
 }

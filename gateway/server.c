@@ -1,13 +1,19 @@
 /*
- * server.c — workers, listeners and the process lifecycle (see server.h).
+ * server.c — workers, listeners, reload and the process lifecycle (see server.h).
  *
  *   fx_server_start   one listening socket per worker per address (SO_REUSEPORT),
  *                     then the worker threads, each running its own event_base
- *   fx_server_run     the main thread: signals → drain → hard stop after the grace period
- *   worker_main       a worker's loop; on_ctl takes the main thread's drain/stop orders
+ *   fx_server_run     the main thread: signals, the admin listener, --watch;
+ *                     drain → hard stop after the grace period
+ *   fx_server_reload  main thread: load + validate off the hot path, open new
+ *                     listeners, publish the snapshot, tell the workers
+ *   worker_reload     a worker adopts the snapshot: pools matched by upstream
+ *                     (name + targets), listeners moved, opened or closed
+ *   on_ctl            a worker's mailbox: drain / stop / reload bits
  *
  * The kernel spreads new connections over the workers' sockets; a worker
- * never touches another's connections, pools or buffers.
+ * never touches another's connections, pools or buffers. In-flight requests
+ * hold a reference to the snapshot they started with and finish on it.
  */
 #include "server.h"
 
@@ -25,11 +31,12 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
+
+#include "admin.h"
 #include "log.h"
 #include "proxy.h"
 #include "upstream.h"
-
-enum { CTL_DRAIN = 1, CTL_STOP = 2 };
 
 fx_config *fx_server_config(fx_server *s)
 {
@@ -94,25 +101,114 @@ static void free_listeners(fx_worker *w)
     w->nlisteners = 0;
 }
 
+static int same_addr(const fx_addr *a, const fx_addr *b)
+{
+    return a->salen == b->salen && memcmp(&a->sa, &b->sa, a->salen) == 0;
+}
+
+static void worker_reload(fx_worker *w, unsigned gen)
+{
+    fx_server *s = w->server;
+    fx_config *n = fx_server_config(s), *o = w->cfg;
+    if (n == o || w->draining) {
+        fx_config_unref(n);
+        free(w->pending_fds);
+        w->pending_fds = NULL;
+        atomic_store(&w->reload_acked, gen);
+        return;
+    }
+    /* pools: keep the warm ones whose upstream is unchanged */
+    fx_pool **np = calloc(n->nupstreams ? n->nupstreams : 1, sizeof(*np));
+    struct evconnlistener **nl = calloc(n->nlistens ? n->nlistens : 1, sizeof(*nl));
+    if (!np || !nl) {
+        /* keep serving on the old snapshot rather than half-apply the new one */
+        fx_log(FX_LOG_ERROR, "worker %u: out of memory applying a reload; keeping the old config", w->id);
+        free(np);
+        free(nl);
+        fx_config_unref(n);
+        atomic_store(&w->reload_acked, gen);
+        return;
+    }
+    for (size_t u = 0; u < n->nupstreams; u++) {
+        for (size_t k = 0; k < w->npools; k++) {
+            if (w->pools[k] && fx_pool_matches(w->pools[k], &n->upstreams[u])) {
+                np[u] = w->pools[k];
+                np[u]->conf = &n->upstreams[u];
+                w->pools[k] = NULL;
+                break;
+            }
+        }
+        if (!np[u])
+            np[u] = fx_pool_new(w, &n->upstreams[u]);
+    }
+    for (size_t k = 0; k < w->npools; k++)
+        if (w->pools[k])
+            fx_pool_retire(w->pools[k]);
+    free(w->pools);
+    w->pools = np;
+    w->npools = n->nupstreams;
+
+    /* listeners: move the ones whose address stays, adopt the sockets the main thread opened */
+    for (size_t i = 0; i < n->nlistens; i++) {
+        int fd = w->pending_fds ? w->pending_fds[i] : -1;
+        if (fd < 0) {
+            for (size_t j = 0; j < w->nlisteners && j < o->nlistens; j++) {
+                if (w->listeners[j] && same_addr(&o->listens[j].addr, &n->listens[i].addr)) {
+                    nl[i] = w->listeners[j];
+                    w->listeners[j] = NULL;
+                    break;
+                }
+            }
+        } else {
+            nl[i] = evconnlistener_new(w->base, on_accept, w, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+            if (nl[i])
+                evconnlistener_set_error_cb(nl[i], on_accept_error);
+            else
+                close(fd);
+        }
+    }
+    free_listeners(w);
+    w->listeners = nl;
+    w->nlisteners = n->nlistens;
+    free(w->pending_fds);
+    w->pending_fds = NULL;
+
+    w->access = s->access;
+    w->access.owned = 0;
+    w->cfg = n;
+    fx_config_unref(o);
+    atomic_store(&w->reload_acked, gen);
+}
+
+static void worker_drain(fx_worker *w)
+{
+    if (w->draining)
+        return;
+    w->draining = 1;
+    free_listeners(w);
+    for (size_t i = 0; i < w->npools; i++)
+        fx_pool_close_idle(w->pools[i]);
+    fx_proxy_drain(w);
+}
+
 static void on_ctl(evutil_socket_t fd, short what, void *arg)
 {
     fx_worker *w = arg;
     uint64_t v = 0;
     if (read(fd, &v, sizeof(v)) != sizeof(v))
         return;
-    if (v >= CTL_STOP) {
+    unsigned orders = atomic_exchange(&w->ctl, 0);
+    if (orders & FX_CTL_STOP) {
         event_base_loopbreak(w->base);
         return;
     }
-    if (!w->draining) {
-        w->draining = 1;
-        free_listeners(w);
-        for (size_t i = 0; i < w->npools; i++)
-            fx_pool_close_idle(&w->pools[i]);
-        fx_proxy_drain(w);
+    if (orders & FX_CTL_RELOAD)
+        worker_reload(w, atomic_load(&w->server->reload_gen_published));
+    if (orders & FX_CTL_DRAIN) {
+        worker_drain(w);
+        if (w->nconns == 0)
+            event_base_loopexit(w->base, NULL);
     }
-    if (w->nconns == 0)
-        event_base_loopexit(w->base, NULL);
 }
 
 static void *worker_main(void *arg)
@@ -124,10 +220,9 @@ static void *worker_main(void *arg)
     event_base_dispatch(w->base);
     fx_proxy_close_all(w);
     for (size_t i = 0; i < w->npools; i++)
-        fx_pool_close_idle(&w->pools[i]);
+        fx_pool_close_idle(w->pools[i]);
     free_listeners(w);
-    /* libevent closes freed bufferevents from finalizer callbacks: run them now,
-     * so the sockets close when this worker is done, not when the process exits */
+    /* run pending finalizers so sockets close when this worker is done */
     for (int i = 0; i < 4; i++)
         event_base_loop(w->base, EVLOOP_NONBLOCK);
     return NULL;
@@ -176,34 +271,73 @@ static int open_listener(const fx_addr *a, unsigned *port, char *shown, size_t s
     return fd;
 }
 
-int fx_server_start(fx_server *s, fx_config *cfg)
+/* Opens one socket per worker for listen `l` of cfg; fds[w] gets them. -1 after logging why. */
+static int open_listen_sockets(fx_server *s, const fx_config *cfg, size_t l, int *fds, fx_diags *d)
+{
+    unsigned port = 0;
+    for (unsigned i = 0; i < s->nworkers; i++)
+        fds[i] = -1;
+    for (unsigned i = 0; i < s->nworkers; i++) {
+        char shown[80] = "";
+        fds[i] = open_listener(&cfg->listens[l].addr, &port, shown, sizeof(shown));
+        if (fds[i] < 0) {
+            int e = errno;
+            if (d)
+                fx_diags_add(d, cfg->file, cfg->listens[l].line, cfg->listens[l].col,
+                             "listen[%zu].address: cannot listen on %s: %s", l,
+                             cfg->listens[l].addr.text, strerror(e));
+            else
+                fx_log(FX_LOG_ERROR, "%s:%d:%d: error: listen[%zu].address: cannot listen on %s: %s",
+                       cfg->file, cfg->listens[l].line, cfg->listens[l].col, l,
+                       cfg->listens[l].addr.text, strerror(e));
+            for (unsigned k = 0; k < i; k++)
+                close(fds[k]);
+            return -1;
+        }
+        if (i == 0)
+            fx_log(FX_LOG_INFO, "listening on %s (%u workers)", shown, s->nworkers);
+    }
+    return 0;
+}
+
+int fx_server_start(fx_server *s, fx_config *cfg, const char *config_path)
 {
     memset(s, 0, sizeof(*s));
     atomic_store(&s->cfg, cfg);
+    s->access.fd = s->old_access.fd = -1;
+    s->config_path = strdup(config_path);
     s->nworkers = cfg->workers ? cfg->workers : 1;
     s->workers = calloc(s->nworkers, sizeof(fx_worker));
-    if (!s->workers)
+    if (!s->workers || !s->config_path)
         return -1;
-    fx_access_log access;
-    if (fx_access_log_open(&access, cfg->log.access, cfg->log.access_file) < 0) {
+    for (unsigned i = 0; i < s->nworkers; i++)
+        s->workers[i].ctl_fd = -1;
+    if (fx_access_log_open(&s->access, cfg->log.access, cfg->log.access_file) < 0) {
         fx_log(FX_LOG_ERROR, "log.access: cannot open '%s': %s", cfg->log.access_file,
                strerror(errno));
         return -1;
     }
-    unsigned *ports = calloc(cfg->nlistens ? cfg->nlistens : 1, sizeof(unsigned));
-    if (!ports)
+    int *fds = calloc((cfg->nlistens ? cfg->nlistens : 1) * s->nworkers, sizeof(int));
+    if (!fds)
         return -1;
-    for (unsigned i = 0; i < s->nworkers; i++)
-        s->workers[i].ctl_fd = -1;
+    for (size_t l = 0; l < cfg->nlistens; l++) {
+        if (open_listen_sockets(s, cfg, l, fds + l * s->nworkers, NULL) < 0) {
+            for (size_t k = 0; k < l * s->nworkers; k++)
+                close(fds[k]);
+            free(fds);
+            return -1;
+        }
+    }
     struct event_config *ec = event_config_new();
     event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
-    for (unsigned i = 0; i < s->nworkers; i++) {
+    int rc = 0;
+    for (unsigned i = 0; i < s->nworkers && rc == 0; i++) {
         fx_worker *w = &s->workers[i];
         w->id = i;
         w->server = s;
-        w->ctl_fd = -1;
-        w->access = access;
-        w->access.owned = i == 0 ? access.owned : 0;
+        w->cfg = fx_config_ref(cfg);
+        w->access = s->access;
+        w->access.owned = 0;
         uint64_t seed[2] = {0, 0};
         if (getrandom(seed, sizeof(seed), 0) != sizeof(seed) || (seed[0] | seed[1]) == 0) {
             seed[0] = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
@@ -212,86 +346,225 @@ int fx_server_start(fx_server *s, fx_config *cfg)
         w->rng[0] = seed[0];
         w->rng[1] = seed[1];
         w->base = event_base_new_with_config(ec);
-        if (!w->base)
-            goto fail;
+        w->pools = calloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof(*w->pools));
+        w->listeners = calloc(cfg->nlistens ? cfg->nlistens : 1, sizeof(*w->listeners));
+        if (!w->base || !w->pools || !w->listeners) {
+            rc = -1;
+            break;
+        }
         w->npools = cfg->nupstreams;
-        w->pools = calloc(w->npools ? w->npools : 1, sizeof(fx_pool));
-        if (!w->pools)
-            goto fail;
-        for (size_t u = 0; u < cfg->nupstreams; u++)
-            if (fx_pool_init(&w->pools[u], w, &cfg->upstreams[u]) < 0)
-                goto fail;
-        w->listeners = calloc(cfg->nlistens, sizeof(*w->listeners));
-        if (!w->listeners)
-            goto fail;
+        for (size_t u = 0; u < cfg->nupstreams && rc == 0; u++)
+            if (!(w->pools[u] = fx_pool_new(w, &cfg->upstreams[u])))
+                rc = -1;
+        w->nlisteners = cfg->nlistens;
         for (size_t l = 0; l < cfg->nlistens; l++) {
-            char shown[80] = "";
-            int fd = open_listener(&cfg->listens[l].addr, &ports[l], shown, sizeof(shown));
-            if (fd < 0) {
-                fx_log(FX_LOG_ERROR, "%s:%d:%d: error: listen %s: %s", cfg->file,
-                       cfg->listens[l].line, cfg->listens[l].col, cfg->listens[l].addr.text,
-                       strerror(errno));
-                goto fail;
-            }
-            w->listeners[l] = evconnlistener_new(w->base, on_accept, w, LEV_OPT_CLOSE_ON_FREE, -1,
-                                                 fd);
+            int fd = fds[l * s->nworkers + i];
+            fds[l * s->nworkers + i] = -1;
+            w->listeners[l] = evconnlistener_new(w->base, on_accept, w, LEV_OPT_CLOSE_ON_FREE, -1, fd);
             if (!w->listeners[l]) {
                 close(fd);
-                goto fail;
+                rc = -1;
+                continue;
             }
-            w->nlisteners = l + 1;
             evconnlistener_set_error_cb(w->listeners[l], on_accept_error);
-            if (i == 0)
-                fx_log(FX_LOG_INFO, "listening on %s (%u workers)", shown, s->nworkers);
         }
         w->ctl_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         if (w->ctl_fd < 0)
-            goto fail;
-        w->ctl_ev = event_new(w->base, w->ctl_fd, EV_READ | EV_PERSIST, on_ctl, w);
-        if (!w->ctl_ev || event_add(w->ctl_ev, NULL) < 0)
-            goto fail;
+            rc = -1;
+        else if (!(w->ctl_ev = event_new(w->base, w->ctl_fd, EV_READ | EV_PERSIST, on_ctl, w)) ||
+                 event_add(w->ctl_ev, NULL) < 0)
+            rc = -1;
     }
+    for (size_t k = 0; k < cfg->nlistens * s->nworkers; k++)
+        if (fds[k] >= 0)
+            close(fds[k]);
+    free(fds);
     event_config_free(ec);
-    ec = NULL;
-    free(ports);
-    ports = NULL;
+    if (rc < 0)
+        return -1;
     for (unsigned i = 0; i < s->nworkers; i++) {
         if (pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]) != 0) {
             fx_log(FX_LOG_ERROR, "cannot start worker thread %u", i);
-            s->nworkers = i; /* the started ones are stopped by fx_server_free */
             return -1;
         }
     }
     return 0;
-fail:
-    if (ec)
-        event_config_free(ec);
-    free(ports);
-    for (unsigned i = 0; i < s->nworkers; i++)
-        s->workers[i].thread = 0;
-    return -1;
+}
+
+/* ---- reload (main thread) ------------------------------------------------------------ */
+
+static void tell_workers(fx_server *s, unsigned orders)
+{
+    uint64_t one = 1;
+    for (unsigned i = 0; i < s->nworkers; i++) {
+        if (s->workers[i].ctl_fd < 0)
+            continue;
+        atomic_fetch_or(&s->workers[i].ctl, orders);
+        ssize_t r = write(s->workers[i].ctl_fd, &one, sizeof(one));
+        (void)r;
+    }
+}
+
+/* Has every worker applied the last reload? Waits up to `ms`. */
+static int workers_caught_up(fx_server *s, int ms)
+{
+    for (int waited = 0;; waited++) {
+        int all = 1;
+        for (unsigned i = 0; i < s->nworkers; i++)
+            if (s->workers[i].thread && atomic_load(&s->workers[i].reload_acked) != s->reload_gen)
+                all = 0;
+        if (all)
+            return 1;
+        if (waited >= ms)
+            return 0;
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static int same_log(const fx_log_conf *a, const fx_log_conf *b)
+{
+    if (a->access != b->access)
+        return 0;
+    if (a->access != FX_LOG_FILE)
+        return 1;
+    return a->access_file && b->access_file && strcmp(a->access_file, b->access_file) == 0;
+}
+
+int fx_server_reload(fx_server *s, fx_diags *d)
+{
+    if (atomic_load(&s->draining)) {
+        fx_diags_add(d, s->config_path, 0, 0, "the gateway is shutting down; reload refused");
+        return -1;
+    }
+    if (!workers_caught_up(s, 2000)) {
+        fx_diags_add(d, s->config_path, 0, 0, "the previous reload is still being applied; try again");
+        atomic_fetch_add(&s->reloads_error, 1);
+        return -1;
+    }
+    /* the workers are done with the sink before the previous reload */
+    fx_access_log_close(&s->old_access);
+
+    fx_config *n = fx_config_load(s->config_path, d);
+    fx_config *o = fx_server_config(s);
+    int ok = n != NULL;
+    if (ok && n->workers != s->nworkers)
+        fx_log(FX_LOG_WARN, "%s: workers: changing from %u to %u takes a restart; keeping %u",
+               n->file, s->nworkers, n->workers, s->nworkers);
+
+    /* listeners new in this config: open them now, so a port in use fails the reload */
+    int *fds = NULL;
+    if (ok) {
+        fds = calloc((n->nlistens ? n->nlistens : 1) * s->nworkers, sizeof(int));
+        ok = fds != NULL;
+        for (size_t l = 0; ok && l < n->nlistens; l++) {
+            int keep = 0;
+            for (size_t j = 0; j < o->nlistens; j++)
+                keep |= same_addr(&o->listens[j].addr, &n->listens[l].addr);
+            if (keep) {
+                for (unsigned i = 0; i < s->nworkers; i++)
+                    fds[l * s->nworkers + i] = -1;
+            } else if (open_listen_sockets(s, n, l, fds + l * s->nworkers, d) < 0) {
+                for (size_t k = 0; k < l * s->nworkers; k++)
+                    if (fds[k] >= 0)
+                        close(fds[k]);
+                ok = 0;
+            }
+        }
+    }
+    fx_access_log access = {.fd = -1};
+    if (ok && !same_log(&n->log, &o->log) &&
+        fx_access_log_open(&access, n->log.access, n->log.access_file) < 0) {
+        fx_diags_add(d, n->file, 0, 0, "log.access: cannot open '%s': %s", n->log.access_file,
+                     strerror(errno));
+        for (size_t k = 0; k < n->nlistens * s->nworkers; k++)
+            if (fds[k] >= 0)
+                close(fds[k]);
+        ok = 0;
+    }
+    if (!ok) {
+        free(fds);
+        if (n)
+            fx_config_unref(n);
+        fx_config_unref(o);
+        atomic_fetch_add(&s->reloads_error, 1);
+        return -1;
+    }
+    if (!same_log(&n->log, &o->log)) {
+        s->old_access = s->access;
+        s->access = access;
+    }
+    fx_log_set_level(n->log.level);
+    for (unsigned i = 0; i < s->nworkers; i++) {
+        fx_worker *w = &s->workers[i];
+        w->pending_fds = malloc((n->nlistens ? n->nlistens : 1) * sizeof(int));
+        for (size_t l = 0; w->pending_fds && l < n->nlistens; l++)
+            w->pending_fds[l] = fds[l * s->nworkers + i];
+        if (!w->pending_fds)
+            for (size_t l = 0; l < n->nlistens; l++)
+                if (fds[l * s->nworkers + i] >= 0)
+                    close(fds[l * s->nworkers + i]);
+    }
+    free(fds);
+    fx_config *prev = atomic_exchange(&s->cfg, n);
+    fx_config_unref(prev); /* the server's own reference; workers and requests hold theirs */
+    s->reload_gen++;
+    atomic_store(&s->reload_gen_published, s->reload_gen);
+    tell_workers(s, FX_CTL_RELOAD);
+    if (s->admin)
+        fx_admin_config_changed(s->admin, o, n);
+    fx_config_unref(o);
+    atomic_fetch_add(&s->reloads_ok, 1);
+    fx_log(FX_LOG_INFO, "reloaded %s (sha256 %.12s…: %zu routes, %zu upstreams)", n->file, n->hash,
+           n->nroutes, n->nupstreams);
+    return 0;
+}
+
+static void reload_and_log(fx_server *s, const char *why)
+{
+    fx_diags d = {0};
+    if (fx_server_reload(s, &d) < 0) {
+        fx_log(FX_LOG_ERROR, "%s: reload failed; the running config stays. %zu error%s:", why, d.n,
+               d.n == 1 ? "" : "s");
+        fx_diags_print(&d, stderr);
+    }
+    fx_diags_free(&d);
 }
 
 typedef struct main_ctx {
     fx_server *s;
     struct event *drain_timer;
     struct event *poll_timer;
+    struct event *watch_timer;
+    struct stat watched;          /* the config file as last seen by --watch */
     int stopping;
 } main_ctx;
 
-static void tell_workers(fx_server *s, uint64_t v)
+static int stat_changed(const struct stat *a, const struct stat *b)
 {
-    for (unsigned i = 0; i < s->nworkers; i++) {
-        ssize_t r = write(s->workers[i].ctl_fd, &v, sizeof(v));
-        (void)r;
-    }
+    return a->st_ino != b->st_ino || a->st_dev != b->st_dev || a->st_size != b->st_size ||
+           a->st_mtim.tv_sec != b->st_mtim.tv_sec || a->st_mtim.tv_nsec != b->st_mtim.tv_nsec;
+}
+
+/* --watch: poll the file once a second (editors replace files, so inotify on the
+ * path alone would miss a rename); reload when it changed and has stayed put */
+static void on_watch(evutil_socket_t fd, short what, void *arg)
+{
+    main_ctx *m = arg;
+    struct stat st;
+    if (m->stopping || stat(m->s->config_path, &st) < 0)
+        return;
+    if (!stat_changed(&st, &m->watched))
+        return;
+    m->watched = st;
+    reload_and_log(m->s, "--watch");
 }
 
 static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
 {
     main_ctx *m = arg;
     fx_log(FX_LOG_WARN, "drain period over: closing the remaining connections");
-    tell_workers(m->s, CTL_STOP);
+    tell_workers(m->s, FX_CTL_STOP);
 }
 
 static void on_poll(evutil_socket_t fd, short what, void *arg)
@@ -311,12 +584,12 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     main_ctx *m = arg;
     fx_server *s = m->s;
     if (sig == SIGHUP) {
-        fx_log(FX_LOG_WARN, "SIGHUP: configuration reload is not built yet; keeping the running config");
+        reload_and_log(s, "SIGHUP");
         return;
     }
     if (m->stopping) {
         fx_log(FX_LOG_WARN, "second %s: stopping now", sig == SIGINT ? "SIGINT" : "SIGTERM");
-        tell_workers(s, CTL_STOP);
+        tell_workers(s, FX_CTL_STOP);
         return;
     }
     m->stopping = 1;
@@ -326,7 +599,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     fx_config_unref(cfg);
     fx_log(FX_LOG_INFO, "%s: draining (up to %llu ms)", sig == SIGINT ? "SIGINT" : "SIGTERM",
            (unsigned long long)ms);
-    tell_workers(s, CTL_DRAIN);
+    tell_workers(s, FX_CTL_DRAIN);
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
     evtimer_add(m->drain_timer, &tv);
     struct timeval p = {0, 20000};
@@ -347,11 +620,35 @@ int fx_server_run(fx_server *s)
         sigs[i] = evsignal_new(s->main_base, signos[i], on_signal, &m);
         event_add(sigs[i], NULL);
     }
+    fx_config *cfg = fx_server_config(s);
+    {
+        /* always present (without a listener when admin.address is absent): a reload may add one */
+        s->admin = fx_admin_start(s, s->main_base, cfg);
+        if (!s->admin) {
+            fx_config_unref(cfg);
+            for (int i = 0; i < 3; i++)
+                event_free(sigs[i]);
+            event_free(m.drain_timer);
+            event_free(m.poll_timer);
+            return 1;
+        }
+    }
+    fx_config_unref(cfg);
+    if (s->watch) {
+        stat(s->config_path, &m.watched);
+        m.watch_timer = event_new(s->main_base, -1, EV_PERSIST, on_watch, &m);
+        struct timeval sec = {1, 0};
+        event_add(m.watch_timer, &sec);
+    }
     event_base_dispatch(s->main_base);
     for (int i = 0; i < 3; i++)
         event_free(sigs[i]);
     event_free(m.drain_timer);
     event_free(m.poll_timer);
+    if (m.watch_timer)
+        event_free(m.watch_timer);
+    fx_admin_free(s->admin);
+    s->admin = NULL;
     fx_log(FX_LOG_INFO, "stopped");
     return 0;
 }
@@ -359,16 +656,23 @@ int fx_server_run(fx_server *s)
 void fx_server_free(fx_server *s)
 {
     if (s->workers) {
-        tell_workers(s, CTL_STOP);
+        tell_workers(s, FX_CTL_STOP);
         for (unsigned i = 0; i < s->nworkers; i++) {
             fx_worker *w = &s->workers[i];
             if (w->thread)
                 pthread_join(w->thread, NULL);
+            fx_proxy_close_all(w);
             free_listeners(w);
             if (w->pools) {
                 for (size_t p = 0; p < w->npools; p++)
-                    fx_pool_free(&w->pools[p]);
+                    fx_pool_free(w->pools[p]);
                 free(w->pools);
+            }
+            if (w->pending_fds) {
+                for (size_t l = 0; w->cfg && l < atomic_load(&s->cfg)->nlistens; l++)
+                    if (w->pending_fds[l] >= 0)
+                        close(w->pending_fds[l]);
+                free(w->pending_fds);
             }
             if (w->ctl_ev)
                 event_free(w->ctl_ev);
@@ -376,15 +680,21 @@ void fx_server_free(fx_server *s)
                 close(w->ctl_fd);
             if (w->base)
                 event_base_free(w->base);
-            if (w->access.owned)
-                fx_access_log_close(&w->access);
+            if (w->cfg)
+                fx_config_unref(w->cfg);
         }
         free(s->workers);
         s->workers = NULL;
     }
+    fx_admin_free(s->admin);
+    s->admin = NULL;
     if (s->main_base)
         event_base_free(s->main_base);
     s->main_base = NULL;
+    fx_access_log_close(&s->access);
+    fx_access_log_close(&s->old_access);
+    free(s->config_path);
+    s->config_path = NULL;
     fx_config *c = atomic_exchange(&s->cfg, NULL);
     if (c)
         fx_config_unref(c);

@@ -25,16 +25,23 @@ typedef struct fx_server fx_server;
 typedef struct fx_conn fx_conn;
 typedef struct fx_pool fx_pool;
 
+/* Orders from the main thread to a worker (bits in fx_worker.ctl). */
+enum { FX_CTL_DRAIN = 1u << 0, FX_CTL_STOP = 1u << 1, FX_CTL_RELOAD = 1u << 2 };
+
 typedef struct fx_worker {
     unsigned id;
     fx_server *server;
     pthread_t thread;
     struct event_base *base;
-    struct evconnlistener **listeners;
+    fx_config *cfg;               /* this worker's snapshot; its pools and listeners follow it */
+    struct evconnlistener **listeners; /* aligned with cfg->listens */
     size_t nlisteners;
-    int ctl_fd;                   /* eventfd: the main thread's "drain" / "stop" */
+    int *pending_fds;             /* reload: one socket per listen of the new config, -1 = keep */
+    int ctl_fd;                   /* eventfd: "look at ctl" */
     struct event *ctl_ev;
-    fx_pool *pools;               /* one per upstream of the config, indexed like it */
+    atomic_uint ctl;              /* FX_CTL_* bits set by the main thread */
+    atomic_uint reload_acked;     /* generation of the last reload this worker applied */
+    fx_pool **pools;              /* aligned with cfg->upstreams */
     size_t npools;
     fx_conn *conns;               /* every client connection of this worker */
     unsigned nconns;
@@ -42,26 +49,51 @@ typedef struct fx_worker {
     uint64_t rng[2];              /* xorshift128+ for request ids */
     time_t date_sec;              /* cached Date header value */
     char date[40];
-    fx_access_log access;
+    fx_access_log access;         /* a copy of the server's sink (never owned here) */
 } fx_worker;
 
+struct fx_admin;
+
 struct fx_server {
-    _Atomic(fx_config *) cfg;     /* current snapshot */
+    _Atomic(fx_config *) cfg;     /* newest snapshot; workers adopt it on FX_CTL_RELOAD */
+    char *config_path;
     fx_worker *workers;
     unsigned nworkers;
     atomic_uint nconns;           /* client connections, all workers */
     atomic_int draining;
     struct event_base *main_base;
+    unsigned reload_gen;          /* main thread only */
+    atomic_uint reload_gen_published;
+    atomic_ulong reloads_ok;
+    atomic_ulong reloads_error;
+    fx_access_log access;         /* current access log sink */
+    fx_access_log old_access;     /* the previous one, closed once every worker moved on */
+    struct fx_admin *admin;
+    int watch;                    /* --watch: reload when the file changes */
 };
 
 /* Opens listeners and starts the worker threads. 0, or -1 after logging why. */
-int fx_server_start(fx_server *s, fx_config *cfg);
+int fx_server_start(fx_server *s, fx_config *cfg, const char *config_path);
+/*
+ * Main thread: loads config_path again and, if it is valid and its new
+ * listeners can be opened, makes it the running snapshot (workers adopt it
+ * at their next loop turn; in-flight requests finish on the old one).
+ * Returns 0, or -1 with every error in `diags` and the old config kept.
+ */
+int fx_server_reload(fx_server *s, fx_diags *diags);
+/* Watch the config file and reload when it changes (polls every second). */
+void fx_server_watch(fx_server *s);
 /* Runs the main loop (signals) until drained or stopped; returns the exit code. */
 int fx_server_run(fx_server *s);
 void fx_server_free(fx_server *s);
 
-/* The current snapshot with one reference taken for the caller. */
+/* The newest snapshot with one reference taken for the caller (any thread). */
 fx_config *fx_server_config(fx_server *s);
+/* The worker's snapshot with one reference taken (worker thread only). */
+static inline fx_config *fx_worker_config(fx_worker *w)
+{
+    return fx_config_ref(w->cfg);
+}
 
 /* Fills w->date with the current IMF-fixdate (cached per second). */
 const char *fx_worker_date(fx_worker *w);

@@ -17,15 +17,45 @@
 
 #include "log.h"
 
-int fx_pool_init(fx_pool *p, fx_worker *w, const fx_upstream_conf *conf)
+fx_pool *fx_pool_new(fx_worker *w, const fx_upstream_conf *conf)
 {
-    memset(p, 0, sizeof(*p));
+    fx_pool *p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
     p->worker = w;
     p->conf = conf;
     /* spread workers over targets so they do not all start on the first */
     p->rr = w->id;
     p->idle = calloc(conf->ntargets ? conf->ntargets : 1, sizeof(*p->idle));
-    return p->idle ? 0 : -1;
+    if (!p->idle) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+int fx_pool_matches(const fx_pool *p, const fx_upstream_conf *conf)
+{
+    const fx_upstream_conf *o = p->conf;
+    if (strcmp(o->name, conf->name) != 0 || o->ntargets != conf->ntargets)
+        return 0;
+    for (size_t i = 0; i < o->ntargets; i++)
+        if (strcmp(o->targets[i].text, conf->targets[i].text) != 0)
+            return 0;
+    return 1;
+}
+
+static void pool_maybe_free(fx_pool *p)
+{
+    if (p->retired && p->inflight == 0 && p->nidle == 0)
+        fx_pool_free(p);
+}
+
+void fx_pool_retire(fx_pool *p)
+{
+    fx_pool_close_idle(p); /* before `retired`: freeing idle ones must not free the pool */
+    p->retired = 1;
+    pool_maybe_free(p);
 }
 
 static void idle_unlink(fx_upconn *c)
@@ -44,10 +74,14 @@ static void idle_unlink(fx_upconn *c)
 
 void fx_upconn_free(fx_upconn *c)
 {
+    fx_pool *p = c->pool;
     if (c->idle)
         idle_unlink(c);
+    else
+        p->inflight--;
     fx_sock_free(c->sock);
     free(c);
+    pool_maybe_free(p);
 }
 
 /* Closes the idle connections; the pool stays usable. */
@@ -62,9 +96,12 @@ void fx_pool_close_idle(fx_pool *p)
 
 void fx_pool_free(fx_pool *p)
 {
+    if (!p)
+        return;
+    p->retired = 0; /* no recursion from the frees below */
     fx_pool_close_idle(p);
     free(p->idle);
-    p->idle = NULL;
+    free(p);
 }
 
 /* An idle connection must stay silent: data or EOF means it is no longer usable. */
@@ -85,6 +122,7 @@ fx_upconn *fx_pool_get(fx_pool *p, const char **why)
     if (p->idle[t]) {
         fx_upconn *c = p->idle[t];
         idle_unlink(c);
+        p->inflight++;
         c->reused = 1;
         fx_sock_setcb(c->sock, NULL, NULL, NULL, NULL);
         fx_sock_set_read_timeout(c->sock, 0);
@@ -107,15 +145,17 @@ fx_upconn *fx_pool_get(fx_pool *p, const char **why)
         return NULL;
     }
     c->connected = !c->sock->connecting;
+    p->inflight++;
     return c;
 }
 
 void fx_pool_put(fx_pool *p, fx_upconn *c)
 {
-    if (p->nidle >= p->conf->keepalive || p->worker->draining) {
+    if (p->nidle >= p->conf->keepalive || p->worker->draining || p->retired) {
         fx_upconn_free(c);
         return;
     }
+    p->inflight--;
     c->pool = p;
     c->idle = 1;
     c->prev = NULL;

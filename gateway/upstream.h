@@ -28,15 +28,22 @@ struct fx_upconn {
 
 struct fx_pool {
     fx_worker *worker;
-    const fx_upstream_conf *conf; /* from the snapshot the worker started with */
+    const fx_upstream_conf *conf; /* from the worker's snapshot (or the one it retired with) */
+    unsigned inflight;            /* connections handed out and not yet back or freed */
+    int retired;                  /* its upstream left the config: freed when inflight hits 0 */
     size_t rr;                    /* round-robin cursor: one step per request */
     fx_upconn **idle;             /* per target, most recently used first */
     unsigned nidle;               /* over all targets; bounded by conf->keepalive */
 };
 
-int fx_pool_init(fx_pool *p, fx_worker *w, const fx_upstream_conf *conf);
+fx_pool *fx_pool_new(fx_worker *w, const fx_upstream_conf *conf);
+/* Frees the pool and its idle connections (no connection may be in flight). */
 void fx_pool_free(fx_pool *p);
 void fx_pool_close_idle(fx_pool *p);
+/* The upstream left the config: close idle connections, free once the last in-flight returns. */
+void fx_pool_retire(fx_pool *p);
+/* Can this pool serve `conf` (same name and the same targets in the same order)? */
+int fx_pool_matches(const fx_pool *p, const fx_upstream_conf *conf);
 
 /*
  * A connection to the next target in round-robin order: an idle pooled one

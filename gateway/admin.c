@@ -1,0 +1,513 @@
+/*
+ * admin.c — the admin listener (see admin.h).
+ *
+ *   fx_admin_start / _config_changed   listen, move on reload
+ *   on_admin_accept, on_admin_read      one request at a time per connection,
+ *                                       parsed by the same strict codec as client traffic
+ *   handle                              the endpoint table
+ *   metrics_text, config_json           the two documents it serves
+ *
+ * Admin traffic is small and rare: responses are built in memory with
+ * evbuffer_add_printf and the connection is served from the main thread.
+ */
+#include "admin.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "arena.h"
+#include "http1.h"
+#include "log.h"
+#include "sock.h"
+
+#define ADMIN_MAX_HEAD (16 * 1024)
+#define ADMIN_MAX_BODY (1024 * 1024)
+#define ADMIN_IDLE_MS 30000
+
+typedef struct admin_conn admin_conn;
+
+struct fx_admin {
+    fx_server *server;
+    struct event_base *base;
+    struct evconnlistener *listener;
+    fx_addr addr;                 /* copy of the address it listens on */
+    char addr_text[80];
+    admin_conn *conns;
+};
+
+struct admin_conn {
+    fx_admin *admin;
+    admin_conn *prev, *next;
+    fx_sock *sock;
+    struct event *timer;
+    fx_arena arena;
+    int closing;
+};
+
+static void conn_free(admin_conn *c)
+{
+    fx_admin *a = c->admin;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        a->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    fx_sock_free(c->sock);
+    if (c->timer)
+        event_free(c->timer);
+    fx_arena_free(&c->arena);
+    free(c);
+}
+
+/* ---- responses --------------------------------------------------------------------------- */
+
+static void respond(admin_conn *c, int status, const char *ctype, struct evbuffer *body, int keep)
+{
+    struct evbuffer *out = c->sock->out;
+    evbuffer_add_printf(out,
+                        "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                        "Cache-Control: no-store\r\n%s\r\n",
+                        status, fx_http_status_text(status), ctype, evbuffer_get_length(body),
+                        keep ? "" : "Connection: close\r\n");
+    evbuffer_add_buffer(out, body);
+    fx_sock_flush(c->sock);
+    if (!keep)
+        c->closing = 1;
+}
+
+static void json_str(struct evbuffer *b, const char *s)
+{
+    char tmp[512];
+    size_t n = s ? strlen(s) : 0;
+    evbuffer_add(b, "\"", 1);
+    while (n) {
+        size_t take = n > 100 ? 100 : n;
+        size_t w = fx_json_escape(tmp, sizeof(tmp), s, take);
+        evbuffer_add(b, tmp, w <= sizeof(tmp) ? w : 0);
+        s += take;
+        n -= take;
+    }
+    evbuffer_add(b, "\"", 1);
+}
+
+static void problem(admin_conn *c, int status, const char *detail, int keep)
+{
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add_printf(b, "{\"type\":\"about:blank\",\"title\":\"%s\",\"status\":%d,\"detail\":",
+                        fx_http_status_text(status), status);
+    json_str(b, detail);
+    evbuffer_add(b, "}\n", 2);
+    respond(c, status, "application/problem+json", b, keep);
+    evbuffer_free(b);
+}
+
+static void iso_time(time_t t, char out[32])
+{
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* ---- documents ------------------------------------------------------------------------------ */
+
+static void metrics_text(fx_server *s, struct evbuffer *b)
+{
+    fx_config *cfg = fx_server_config(s);
+    evbuffer_add_printf(b,
+                        "# HELP ficus_config_reloads_total Configuration reloads, by result.\n"
+                        "# TYPE ficus_config_reloads_total counter\n"
+                        "ficus_config_reloads_total{result=\"ok\"} %lu\n"
+                        "ficus_config_reloads_total{result=\"error\"} %lu\n",
+                        (unsigned long)atomic_load(&s->reloads_ok),
+                        (unsigned long)atomic_load(&s->reloads_error));
+    evbuffer_add_printf(b,
+                        "# HELP ficus_config_info The running configuration (value is always 1).\n"
+                        "# TYPE ficus_config_info gauge\n"
+                        "ficus_config_info{hash=\"%s\"} 1\n"
+                        "# HELP ficus_config_loaded_timestamp_seconds When the running configuration was loaded.\n"
+                        "# TYPE ficus_config_loaded_timestamp_seconds gauge\n"
+                        "ficus_config_loaded_timestamp_seconds %lld\n",
+                        cfg->hash, (long long)cfg->loaded_at);
+    evbuffer_add_printf(b,
+                        "# HELP ficus_connections_active Client connections open now.\n"
+                        "# TYPE ficus_connections_active gauge\n"
+                        "ficus_connections_active %u\n",
+                        atomic_load(&s->nconns));
+    fx_config_unref(cfg);
+}
+
+static const char *method_name(int m)
+{
+    return llhttp_method_name((llhttp_method_t)m);
+}
+
+static void addr_json(struct evbuffer *b, const fx_addr *a)
+{
+    json_str(b, a->text);
+}
+
+/*
+ * The running config, from the typed snapshot (so it shows what the gateway
+ * uses, defaults included). No field of the current schema holds a secret;
+ * secret-bearing keys of later features must be written here as "<redacted>".
+ */
+static void config_json(fx_server *s, struct evbuffer *b)
+{
+    static const char *const sinks[] = {"off", "stdout", "stderr", "file"};
+    static const char *const levels[] = {"debug", "info", "warn", "error"};
+    static const char *const auths[] = {"required", "optional", "none"};
+    fx_config *cfg = fx_server_config(s);
+    char when[32];
+    iso_time(cfg->loaded_at, when);
+    evbuffer_add(b, "{\"file\":", 8);
+    json_str(b, cfg->file);
+    evbuffer_add_printf(b, ",\"hash\":\"%s\",\"loaded_at\":\"%s\",\"config\":{\"listen\":[", cfg->hash,
+                        when);
+    for (size_t i = 0; i < cfg->nlistens; i++) {
+        evbuffer_add_printf(b, "%s{\"address\":", i ? "," : "");
+        addr_json(b, &cfg->listens[i].addr);
+        evbuffer_add(b, "}", 1);
+    }
+    evbuffer_add(b, "],", 2);
+    if (cfg->has_admin) {
+        evbuffer_add_printf(b, "\"admin\":{\"address\":");
+        addr_json(b, &cfg->admin);
+        evbuffer_add(b, "},", 2);
+    }
+    const fx_limits_conf *l = &cfg->limits;
+    evbuffer_add_printf(b,
+                        "\"workers\":%u,\"limits\":{\"max_header_bytes\":%zu,\"max_body_bytes\":%zu,"
+                        "\"max_uri_bytes\":%zu,\"header_timeout_ms\":%" PRIu64
+                        ",\"idle_timeout_ms\":%" PRIu64 ",\"drain_timeout_ms\":%" PRIu64
+                        ",\"max_connections\":%u},\"upstreams\":{",
+                        cfg->workers, l->max_header_bytes, l->max_body_bytes, l->max_uri_bytes,
+                        l->header_timeout_ms, l->idle_timeout_ms, l->drain_timeout_ms,
+                        l->max_connections);
+    for (size_t i = 0; i < cfg->nupstreams; i++) {
+        const fx_upstream_conf *u = &cfg->upstreams[i];
+        if (i)
+            evbuffer_add(b, ",", 1);
+        json_str(b, u->name);
+        evbuffer_add(b, ":{\"targets\":[", 13);
+        for (size_t t = 0; t < u->ntargets; t++) {
+            if (t)
+                evbuffer_add(b, ",", 1);
+            addr_json(b, &u->targets[t]);
+        }
+        evbuffer_add_printf(b,
+                            "],\"keepalive\":%u,\"connect_timeout_ms\":%" PRIu64
+                            ",\"timeout_ms\":%" PRIu64 "}",
+                            u->keepalive, u->connect_timeout_ms, u->timeout_ms);
+    }
+    evbuffer_add(b, "},\"routes\":[", 12);
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        const fx_route_conf *r = &cfg->routes[i];
+        evbuffer_add_printf(b, "%s{\"name\":", i ? "," : "");
+        json_str(b, r->name);
+        evbuffer_add_printf(b, ",\"match\":{\"%s\":", r->kind == FX_MATCH_PREFIX ? "prefix" : "path");
+        json_str(b, r->path);
+        if (r->methods) {
+            evbuffer_add(b, ",\"methods\":[", 12);
+            int first = 1;
+            for (int m = 0; m < 64; m++) {
+                if (!(r->methods & FX_METHOD_BIT(m)))
+                    continue;
+                evbuffer_add_printf(b, "%s\"%s\"", first ? "" : ",", method_name(m));
+                first = 0;
+            }
+            evbuffer_add(b, "]", 1);
+        }
+        if (r->host) {
+            evbuffer_add(b, ",\"host\":", 8);
+            json_str(b, r->host);
+        }
+        evbuffer_add(b, "},\"upstream\":", 13);
+        json_str(b, cfg->upstreams[r->upstream].name);
+        evbuffer_add_printf(b, ",\"auth\":\"%s\"}", auths[r->auth < 3 ? r->auth : 0]);
+    }
+    evbuffer_add_printf(b, "],\"log\":{\"access\":");
+    if (cfg->log.access == FX_LOG_FILE)
+        json_str(b, cfg->log.access_file);
+    else
+        json_str(b, sinks[cfg->log.access & 3]);
+    evbuffer_add_printf(b, ",\"level\":\"%s\"}}}\n", levels[cfg->log.level & 3]);
+    fx_config_unref(cfg);
+}
+
+/* ---- requests ---------------------------------------------------------------------------------- */
+
+static void handle(admin_conn *c, const fx_http_msg *m)
+{
+    fx_server *s = c->admin->server;
+    int keep = m->keep_alive;
+    struct evbuffer *b = evbuffer_new();
+    fx_slice path = m->path;
+    int get = m->method == HTTP_GET;
+
+    if (fx_slice_eq(path, FX_SLICE_LIT("/healthz"))) {
+        if (!get)
+            goto not_allowed;
+        evbuffer_add_printf(b, "{\"status\":\"ok\"}\n");
+        respond(c, 200, "application/json", b, keep);
+    } else if (fx_slice_eq(path, FX_SLICE_LIT("/readyz"))) {
+        if (!get)
+            goto not_allowed;
+        int draining = atomic_load(&s->draining);
+        evbuffer_add_printf(b, "{\"status\":\"%s\"}\n", draining ? "draining" : "ready");
+        respond(c, draining ? 503 : 200, "application/json", b, keep);
+    } else if (fx_slice_eq(path, FX_SLICE_LIT("/metrics"))) {
+        if (!get)
+            goto not_allowed;
+        metrics_text(s, b);
+        respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", b, keep);
+    } else if (fx_slice_eq(path, FX_SLICE_LIT("/admin/config"))) {
+        if (!get)
+            goto not_allowed;
+        config_json(s, b);
+        respond(c, 200, "application/json", b, keep);
+    } else if (fx_slice_eq(path, FX_SLICE_LIT("/admin/reload"))) {
+        if (m->method != HTTP_POST)
+            goto not_allowed;
+        fx_diags d = {0};
+        if (fx_server_reload(s, &d) == 0) {
+            fx_config *cfg = fx_server_config(s);
+            evbuffer_add_printf(b, "{\"status\":\"reloaded\",\"hash\":\"%s\"}\n", cfg->hash);
+            fx_config_unref(cfg);
+            respond(c, 200, "application/json", b, keep);
+        } else {
+            fx_log(FX_LOG_ERROR, "POST /admin/reload: reload failed; the running config stays. "
+                                 "%zu error%s:", d.n, d.n == 1 ? "" : "s");
+            fx_diags_print(&d, stderr);
+            evbuffer_add_printf(b, "{\"status\":\"error\",\"errors\":[");
+            for (size_t i = 0; i < d.n; i++) {
+                char line[1200];
+                if (d.v[i].line)
+                    snprintf(line, sizeof(line), "%s:%d:%d: error: %s", d.v[i].file, d.v[i].line,
+                             d.v[i].col, d.v[i].message);
+                else
+                    snprintf(line, sizeof(line), "%s: error: %s", d.v[i].file, d.v[i].message);
+                if (i)
+                    evbuffer_add(b, ",", 1);
+                json_str(b, line);
+            }
+            evbuffer_add(b, "]}\n", 3);
+            respond(c, 400, "application/json", b, keep);
+        }
+        fx_diags_free(&d);
+    } else {
+        evbuffer_free(b);
+        problem(c, 404, "no such admin endpoint", keep);
+        return;
+    }
+    evbuffer_free(b);
+    return;
+not_allowed:
+    evbuffer_free(b);
+    problem(c, 405, "method not allowed on this endpoint", keep);
+}
+
+static void process(admin_conn *c)
+{
+    while (!c->closing) {
+        struct evbuffer *in = c->sock->in;
+        size_t len = evbuffer_get_length(in);
+        if (len == 0)
+            return;
+        size_t want = len < ADMIN_MAX_HEAD + 16 ? len : ADMIN_MAX_HEAD + 16;
+        const char *buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)want);
+        size_t head_len = 0, skip = 0;
+        fx_http_error err;
+        int rc = fx_http_scan_head(buf, want, ADMIN_MAX_HEAD, 8192, 1, &head_len, &skip, &err);
+        if (rc == 0)
+            return;
+        if (rc < 0) {
+            problem(c, err.status, err.detail, 0);
+            return;
+        }
+        fx_http_msg m;
+        char *head = fx_arena_memdup(&c->arena, buf + skip, head_len);
+        if (!head || fx_http_parse_request(&c->arena, head, head_len, &m, &err) < 0) {
+            evbuffer_drain(in, len);
+            problem(c, head ? err.status : 503, head ? err.detail : "out of memory", 0);
+            return;
+        }
+        if (m.body == FX_BODY_CHUNKED) {
+            evbuffer_drain(in, len);
+            problem(c, 411, "send a Content-Length body to the admin API", 0);
+            return;
+        }
+        if (m.body == FX_BODY_LENGTH && m.content_length > ADMIN_MAX_BODY) {
+            evbuffer_drain(in, len);
+            problem(c, 413, "admin request bodies are limited to 1 MiB", 0);
+            return;
+        }
+        size_t body = m.body == FX_BODY_LENGTH ? (size_t)m.content_length : 0;
+        if (len < skip + head_len + body)
+            return; /* wait for the whole body (bounded above) */
+        handle(c, &m);
+        evbuffer_drain(in, skip + head_len + body);
+        fx_arena_reset(&c->arena);
+    }
+}
+
+static void on_admin_read(fx_sock *s, void *arg)
+{
+    admin_conn *c = arg;
+    struct timeval tv = {ADMIN_IDLE_MS / 1000, 0};
+    evtimer_add(c->timer, &tv);
+    process(c);
+    if (c->closing && fx_sock_pending(c->sock) == 0)
+        conn_free(c);
+}
+
+static void on_admin_drain(fx_sock *s, void *arg)
+{
+    admin_conn *c = arg;
+    if (c->closing && fx_sock_pending(c->sock) == 0)
+        conn_free(c);
+}
+
+static void on_admin_event(fx_sock *s, int what, void *arg)
+{
+    conn_free(arg);
+}
+
+static void on_admin_timer(evutil_socket_t fd, short what, void *arg)
+{
+    conn_free(arg);
+}
+
+static void on_admin_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+                            int salen, void *arg)
+{
+    fx_admin *a = arg;
+    admin_conn *c = calloc(1, sizeof(*c));
+    if (!c) {
+        close(fd);
+        return;
+    }
+    c->admin = a;
+    c->sock = fx_sock_new(a->base, fd);
+    c->timer = evtimer_new(a->base, on_admin_timer, c);
+    fx_arena_init(&c->arena, 4096);
+    c->next = a->conns;
+    if (a->conns)
+        a->conns->prev = c;
+    a->conns = c;
+    if (!c->sock || !c->timer) {
+        if (!c->sock)
+            close(fd);
+        conn_free(c);
+        return;
+    }
+    c->sock->low_water = 0;
+    fx_sock_setcb(c->sock, on_admin_read, on_admin_drain, on_admin_event, c);
+    struct timeval tv = {ADMIN_IDLE_MS / 1000, 0};
+    evtimer_add(c->timer, &tv);
+}
+
+static struct evconnlistener *admin_listen(fx_admin *a, const fx_addr *addr, char *shown,
+                                           size_t shown_len)
+{
+    int fd = socket(addr->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return NULL;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, (const struct sockaddr *)&addr->sa, addr->salen) < 0 || listen(fd, 128) < 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return NULL;
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    char host[INET6_ADDRSTRLEN] = "?";
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET) {
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof(host));
+            snprintf(shown, shown_len, "%s:%u", host, ntohs(((struct sockaddr_in *)&ss)->sin_port));
+        } else {
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof(host));
+            snprintf(shown, shown_len, "[%s]:%u", host,
+                     ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
+        }
+    }
+    struct evconnlistener *l =
+        evconnlistener_new(a->base, on_admin_accept, a, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+    if (!l)
+        close(fd);
+    return l;
+}
+
+fx_admin *fx_admin_start(fx_server *s, struct event_base *base, const fx_config *cfg)
+{
+    fx_admin *a = calloc(1, sizeof(*a));
+    if (!a)
+        return NULL;
+    a->server = s;
+    a->base = base;
+    if (cfg->has_admin) {
+        a->listener = admin_listen(a, &cfg->admin, a->addr_text, sizeof(a->addr_text));
+        if (!a->listener) {
+            fx_log(FX_LOG_ERROR, "%s: error: admin.address: cannot listen on %s: %s", cfg->file,
+                   cfg->admin.text, strerror(errno));
+            free(a);
+            return NULL;
+        }
+        a->addr = cfg->admin;
+        a->addr.text = NULL;
+        fx_log(FX_LOG_INFO, "admin listening on %s", a->addr_text);
+    }
+    return a;
+}
+
+void fx_admin_config_changed(fx_admin *a, const fx_config *old, const fx_config *cfg)
+{
+    int had = a->listener != NULL;
+    if (had && cfg->has_admin && a->addr.salen == cfg->admin.salen &&
+        memcmp(&a->addr.sa, &cfg->admin.sa, a->addr.salen) == 0)
+        return;
+    if (cfg->has_admin) {
+        char shown[80] = "";
+        struct evconnlistener *l = admin_listen(a, &cfg->admin, shown, sizeof(shown));
+        if (!l) {
+            fx_log(FX_LOG_ERROR, "admin.address: cannot listen on %s: %s; the admin listener stays where it was",
+                   cfg->admin.text, strerror(errno));
+            return;
+        }
+        if (a->listener)
+            evconnlistener_free(a->listener);
+        a->listener = l;
+        a->addr = cfg->admin;
+        a->addr.text = NULL;
+        snprintf(a->addr_text, sizeof(a->addr_text), "%s", shown);
+        fx_log(FX_LOG_INFO, "admin listening on %s", shown);
+    } else if (had) {
+        evconnlistener_free(a->listener);
+        a->listener = NULL;
+        fx_log(FX_LOG_INFO, "admin listener closed (no admin.address in the new config)");
+    }
+}
+
+void fx_admin_free(fx_admin *a)
+{
+    if (!a)
+        return;
+    while (a->conns)
+        conn_free(a->conns);
+    if (a->listener)
+        evconnlistener_free(a->listener);
+    free(a);
+}

@@ -1,0 +1,29 @@
+/*
+ * admin.h — the admin listener (config `admin.address`), served by the
+ * main thread: health, readiness, Prometheus metrics, the running config
+ * and reload.
+ *
+ *   GET  /healthz          200 while the process runs
+ *   GET  /readyz           200 when serving, 503 while draining
+ *   GET  /metrics          Prometheus text format
+ *   GET  /admin/config     the running config as JSON, with its hash and load time
+ *   POST /admin/reload     reload from the file: 200, or 400 with the errors
+ *
+ * It never runs on a worker thread, so nothing here is on the request path.
+ */
+#ifndef FX_ADMIN_H
+#define FX_ADMIN_H
+
+#include "config.h"
+#include "server.h"
+
+struct event_base;
+typedef struct fx_admin fx_admin;
+
+/* Listens on cfg->admin. NULL after logging why (the address is in use, ...). */
+fx_admin *fx_admin_start(fx_server *s, struct event_base *base, const fx_config *cfg);
+/* Called by a successful reload: moves the listener when admin.address changed. */
+void fx_admin_config_changed(fx_admin *a, const fx_config *old, const fx_config *cfg);
+void fx_admin_free(fx_admin *a);
+
+#endif
