@@ -280,6 +280,8 @@ static void end_request(fx_conn *c)
     memset(&c->resp, 0, sizeof(c->resp));
     c->match.route = NULL;
     c->ups = NULL;
+    if (c->pool)
+        fx_pool_release(c->pool);
     c->pool = NULL;
     c->request_id = FX_SLICE_NULL;
     c->bytes_in = c->bytes_out = 0;
@@ -366,6 +368,8 @@ static void read_head(fx_conn *c)
     }
     c->ups = &c->cfg->upstreams[r->upstream];
     c->pool = (size_t)r->upstream < c->w->npools ? c->w->pools[r->upstream] : NULL;
+    if (c->pool)
+        fx_pool_hold(c->pool);
     c->state = CS_PROXY;
     evtimer_del(c->timer);
     c->last_activity_ms = now_ms();

@@ -126,7 +126,9 @@ static void arm_read(fx_sock *s)
                              (suseconds_t)((s->read_timeout_ms % 1000) * 1000)};
         event_add(s->rev, &tv);
     } else {
+        /* event_add(ev, NULL) keeps a timeout set earlier: remove it explicitly */
         event_add(s->rev, NULL);
+        event_remove_timer(s->rev);
     }
 }
 

@@ -47,8 +47,19 @@ int fx_pool_matches(const fx_pool *p, const fx_upstream_conf *conf)
 
 static void pool_maybe_free(fx_pool *p)
 {
-    if (p->retired && p->inflight == 0 && p->nidle == 0)
+    if (p->retired && p->inflight == 0 && p->nidle == 0 && p->users == 0)
         fx_pool_free(p);
+}
+
+void fx_pool_hold(fx_pool *p)
+{
+    p->users++;
+}
+
+void fx_pool_release(fx_pool *p)
+{
+    p->users--;
+    pool_maybe_free(p);
 }
 
 void fx_pool_retire(fx_pool *p)

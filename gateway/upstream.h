@@ -30,6 +30,7 @@ struct fx_pool {
     fx_worker *worker;
     const fx_upstream_conf *conf; /* from the worker's snapshot (or the one it retired with) */
     unsigned inflight;            /* connections handed out and not yet back or freed */
+    unsigned users;               /* requests routed to this pool and not finished */
     int retired;                  /* its upstream left the config: freed when inflight hits 0 */
     size_t rr;                    /* round-robin cursor: one step per request */
     fx_upconn **idle;             /* per target, most recently used first */
@@ -42,6 +43,9 @@ void fx_pool_free(fx_pool *p);
 void fx_pool_close_idle(fx_pool *p);
 /* The upstream left the config: close idle connections, free once the last in-flight returns. */
 void fx_pool_retire(fx_pool *p);
+/* A request routed here holds the pool until it ends (a reload may retire it meanwhile). */
+void fx_pool_hold(fx_pool *p);
+void fx_pool_release(fx_pool *p);
 /* Can this pool serve `conf` (same name and the same targets in the same order)? */
 int fx_pool_matches(const fx_pool *p, const fx_upstream_conf *conf);
 
