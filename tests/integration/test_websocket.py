@@ -88,3 +88,32 @@ class WebSocketTest(fxtest.FxTestCase):
         self.assertEqual(self.read_frame(c)[2], b"ping")
         self.up.close_connections()
         self.assertTrue(c.wait_closed(3), "client side stayed open after the upstream left")
+
+
+class WebSocketIdleTest(fxtest.FxTestCase):
+    """A tunnel is not an HTTP exchange: the upstream's response timeout must
+    stop counting once the 101 has been forwarded (a quiet WebSocket is fine)."""
+
+    def test_quiet_tunnel_outlives_response_timeout(self):
+        up = self.ws_echo()
+        gw = self.gateway(self.config([up.address], upstream={"timeout": "300ms"},
+                                      limits={"idle_timeout": "10s"}))
+        c = self.client(gw.port, timeout=10)
+        key = base64.b64encode(os.urandom(16)).decode()
+        c.send(("GET /ws HTTP/1.1\r\nHost: collab.test\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                f"Sec-WebSocket-Key: {key}\r\n\r\n").encode())
+        self.assertEqual(c.read_response().status, 101)
+        time.sleep(1.0)  # more than three response timeouts of silence
+        c.send(ws_frame(1, b"still here"))
+        deadline = time.monotonic() + 5
+
+        def read_exact(n):
+            while len(c.buf) < n:
+                if not c._fill(deadline, "a websocket frame"):
+                    return None
+            return c._take(n)
+
+        f = ws_read_frame(read_exact)
+        self.assertIsNotNone(f, "the tunnel was closed while quiet")
+        self.assertEqual(f[2], b"still here")
