@@ -42,6 +42,8 @@ struct fx_admin {
     struct evconnlistener *listener;
     fx_addr addr;                 /* copy of the address it listens on */
     char addr_text[80];
+    struct evconnlistener *pending; /* prepared by a reload, not yet switched to */
+    char pending_text[80];
     admin_conn *conns;
 };
 
@@ -473,30 +475,48 @@ fx_admin *fx_admin_start(fx_server *s, struct event_base *base, const fx_config 
     return a;
 }
 
-void fx_admin_config_changed(fx_admin *a, const fx_config *old, const fx_config *cfg)
+static int same_admin(const fx_admin *a, const fx_config *cfg)
 {
-    int had = a->listener != NULL;
-    if (had && cfg->has_admin && a->addr.salen == cfg->admin.salen &&
-        memcmp(&a->addr.sa, &cfg->admin.sa, a->addr.salen) == 0)
+    return a->listener && cfg->has_admin && a->addr.salen == cfg->admin.salen &&
+           memcmp(&a->addr.sa, &cfg->admin.sa, a->addr.salen) == 0;
+}
+
+int fx_admin_prepare(fx_admin *a, const fx_config *cfg, fx_diags *diags)
+{
+    fx_admin_abort(a);
+    if (!cfg->has_admin || same_admin(a, cfg))
+        return 0;
+    a->pending = admin_listen(a, &cfg->admin, a->pending_text, sizeof(a->pending_text));
+    if (!a->pending) {
+        fx_diags_add(diags, cfg->file, 0, 0, "admin.address: cannot listen on %s: %s",
+                     cfg->admin.text, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+void fx_admin_abort(fx_admin *a)
+{
+    if (a->pending)
+        evconnlistener_free(a->pending);
+    a->pending = NULL;
+}
+
+void fx_admin_commit(fx_admin *a, const fx_config *cfg)
+{
+    if (cfg->has_admin && same_admin(a, cfg))
         return;
-    if (cfg->has_admin) {
-        char shown[80] = "";
-        struct evconnlistener *l = admin_listen(a, &cfg->admin, shown, sizeof(shown));
-        if (!l) {
-            fx_log(FX_LOG_ERROR, "admin.address: cannot listen on %s: %s; the admin listener stays where it was",
-                   cfg->admin.text, strerror(errno));
-            return;
-        }
-        if (a->listener)
-            evconnlistener_free(a->listener);
-        a->listener = l;
+    if (a->listener)
+        evconnlistener_free(a->listener);
+    a->listener = a->pending;
+    a->pending = NULL;
+    if (a->listener) {
         a->addr = cfg->admin;
         a->addr.text = NULL;
-        snprintf(a->addr_text, sizeof(a->addr_text), "%s", shown);
-        fx_log(FX_LOG_INFO, "admin listening on %s", shown);
-    } else if (had) {
-        evconnlistener_free(a->listener);
-        a->listener = NULL;
+        snprintf(a->addr_text, sizeof(a->addr_text), "%s", a->pending_text);
+        fx_log(FX_LOG_INFO, "admin listening on %s", a->addr_text);
+    } else {
+        memset(&a->addr, 0, sizeof(a->addr));
         fx_log(FX_LOG_INFO, "admin listener closed (no admin.address in the new config)");
     }
 }
@@ -507,6 +527,7 @@ void fx_admin_free(fx_admin *a)
         return;
     while (a->conns)
         conn_free(a->conns);
+    fx_admin_abort(a);
     if (a->listener)
         evconnlistener_free(a->listener);
     free(a);

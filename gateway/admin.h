@@ -22,8 +22,14 @@ typedef struct fx_admin fx_admin;
 
 /* Listens on cfg->admin. NULL after logging why (the address is in use, ...). */
 fx_admin *fx_admin_start(fx_server *s, struct event_base *base, const fx_config *cfg);
-/* Called by a successful reload: moves the listener when admin.address changed. */
-void fx_admin_config_changed(fx_admin *a, const fx_config *old, const fx_config *cfg);
+/*
+ * Reload, in two steps so that a reload is applied whole or not at all:
+ * prepare binds the new admin.address if it changed (-1 with an error in
+ * `diags` if it cannot), then exactly one of commit (switch) or abort.
+ */
+int fx_admin_prepare(fx_admin *a, const fx_config *cfg, fx_diags *diags);
+void fx_admin_commit(fx_admin *a, const fx_config *cfg);
+void fx_admin_abort(fx_admin *a);
 void fx_admin_free(fx_admin *a);
 
 #endif

@@ -269,6 +269,9 @@ static void end_request(fx_conn *c)
     }
     if (c->up_timer)
         evtimer_del(c->up_timer);
+    if (c->pool)
+        fx_pool_release(c->pool); /* before the config: a retired pool may go with it */
+    c->pool = NULL;
     if (c->cfg) {
         fx_config_unref(c->cfg);
         c->cfg = NULL;
@@ -280,9 +283,6 @@ static void end_request(fx_conn *c)
     memset(&c->resp, 0, sizeof(c->resp));
     c->match.route = NULL;
     c->ups = NULL;
-    if (c->pool)
-        fx_pool_release(c->pool);
-    c->pool = NULL;
     c->request_id = FX_SLICE_NULL;
     c->bytes_in = c->bytes_out = 0;
     c->status = 0;

@@ -133,13 +133,13 @@ static void worker_reload(fx_worker *w, unsigned gen)
         for (size_t k = 0; k < w->npools; k++) {
             if (w->pools[k] && fx_pool_matches(w->pools[k], &n->upstreams[u])) {
                 np[u] = w->pools[k];
-                np[u]->conf = &n->upstreams[u];
+                fx_pool_adopt(np[u], n, &n->upstreams[u]);
                 w->pools[k] = NULL;
                 break;
             }
         }
         if (!np[u])
-            np[u] = fx_pool_new(w, &n->upstreams[u]);
+            np[u] = fx_pool_new(w, n, &n->upstreams[u]);
     }
     for (size_t k = 0; k < w->npools; k++)
         if (w->pools[k])
@@ -354,7 +354,7 @@ int fx_server_start(fx_server *s, fx_config *cfg, const char *config_path)
         }
         w->npools = cfg->nupstreams;
         for (size_t u = 0; u < cfg->nupstreams && rc == 0; u++)
-            if (!(w->pools[u] = fx_pool_new(w, &cfg->upstreams[u])))
+            if (!(w->pools[u] = fx_pool_new(w, cfg, &cfg->upstreams[u])))
                 rc = -1;
         w->nlisteners = cfg->nlistens;
         for (size_t l = 0; l < cfg->nlistens; l++) {
@@ -472,6 +472,12 @@ int fx_server_reload(fx_server *s, fx_diags *d)
             }
         }
     }
+    if (ok && s->admin && fx_admin_prepare(s->admin, n, d) < 0) {
+        for (size_t k = 0; k < n->nlistens * s->nworkers; k++)
+            if (fds[k] >= 0)
+                close(fds[k]);
+        ok = 0;
+    }
     fx_access_log access = {.fd = -1};
     if (ok && !same_log(&n->log, &o->log) &&
         fx_access_log_open(&access, n->log.access, n->log.access_file) < 0) {
@@ -480,6 +486,8 @@ int fx_server_reload(fx_server *s, fx_diags *d)
         for (size_t k = 0; k < n->nlistens * s->nworkers; k++)
             if (fds[k] >= 0)
                 close(fds[k]);
+        if (s->admin)
+            fx_admin_abort(s->admin);
         ok = 0;
     }
     if (!ok) {
@@ -512,7 +520,7 @@ int fx_server_reload(fx_server *s, fx_diags *d)
     atomic_store(&s->reload_gen_published, s->reload_gen);
     tell_workers(s, FX_CTL_RELOAD);
     if (s->admin)
-        fx_admin_config_changed(s->admin, o, n);
+        fx_admin_commit(s->admin, n);
     fx_config_unref(o);
     atomic_fetch_add(&s->reloads_ok, 1);
     fx_log(FX_LOG_INFO, "reloaded %s (sha256 %.12s…: %zu routes, %zu upstreams)", n->file, n->hash,
@@ -537,6 +545,7 @@ typedef struct main_ctx {
     struct event *poll_timer;
     struct event *watch_timer;
     struct stat watched;          /* the config file as last seen by --watch */
+    int watch_pending;            /* it changed; reload when the next poll sees it unchanged */
     int stopping;
 } main_ctx;
 
@@ -546,18 +555,24 @@ static int stat_changed(const struct stat *a, const struct stat *b)
            a->st_mtim.tv_sec != b->st_mtim.tv_sec || a->st_mtim.tv_nsec != b->st_mtim.tv_nsec;
 }
 
-/* --watch: poll the file once a second (editors replace files, so inotify on the
- * path alone would miss a rename); reload when it changed and has stayed put */
+/* --watch: poll the file twice a second (editors replace files, so inotify on the
+ * path alone would miss a rename); reload once it changed and then stayed put
+ * for one poll, so a file caught mid-write is not reloaded half-written */
 static void on_watch(evutil_socket_t fd, short what, void *arg)
 {
     main_ctx *m = arg;
     struct stat st;
     if (m->stopping || stat(m->s->config_path, &st) < 0)
         return;
-    if (!stat_changed(&st, &m->watched))
+    if (stat_changed(&st, &m->watched)) {
+        m->watched = st;
+        m->watch_pending = 1;
         return;
-    m->watched = st;
-    reload_and_log(m->s, "--watch");
+    }
+    if (m->watch_pending) {
+        m->watch_pending = 0;
+        reload_and_log(m->s, "--watch");
+    }
 }
 
 static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
@@ -637,8 +652,8 @@ int fx_server_run(fx_server *s)
     if (s->watch) {
         stat(s->config_path, &m.watched);
         m.watch_timer = event_new(s->main_base, -1, EV_PERSIST, on_watch, &m);
-        struct timeval sec = {1, 0};
-        event_add(m.watch_timer, &sec);
+        struct timeval half = {0, 500000};
+        event_add(m.watch_timer, &half);
     }
     event_base_dispatch(s->main_base);
     for (int i = 0; i < 3; i++)

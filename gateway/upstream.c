@@ -17,21 +17,31 @@
 
 #include "log.h"
 
-fx_pool *fx_pool_new(fx_worker *w, const fx_upstream_conf *conf)
+fx_pool *fx_pool_new(fx_worker *w, fx_config *cfg, const fx_upstream_conf *conf)
 {
     fx_pool *p = calloc(1, sizeof(*p));
     if (!p)
         return NULL;
     p->worker = w;
     p->conf = conf;
+    p->cfg = fx_config_ref(cfg);
     /* spread workers over targets so they do not all start on the first */
     p->rr = w->id;
     p->idle = calloc(conf->ntargets ? conf->ntargets : 1, sizeof(*p->idle));
     if (!p->idle) {
+        fx_config_unref(p->cfg);
         free(p);
         return NULL;
     }
     return p;
+}
+
+void fx_pool_adopt(fx_pool *p, fx_config *cfg, const fx_upstream_conf *conf)
+{
+    fx_config *old = p->cfg;
+    p->cfg = fx_config_ref(cfg);
+    p->conf = conf;
+    fx_config_unref(old);
 }
 
 int fx_pool_matches(const fx_pool *p, const fx_upstream_conf *conf)
@@ -112,6 +122,7 @@ void fx_pool_free(fx_pool *p)
     p->retired = 0; /* no recursion from the frees below */
     fx_pool_close_idle(p);
     free(p->idle);
+    fx_config_unref(p->cfg); /* last: close_idle read p->conf */
     free(p);
 }
 

@@ -28,7 +28,8 @@ struct fx_upconn {
 
 struct fx_pool {
     fx_worker *worker;
-    const fx_upstream_conf *conf; /* from the worker's snapshot (or the one it retired with) */
+    const fx_upstream_conf *conf; /* points into `cfg` */
+    fx_config *cfg;               /* a reference: conf stays valid as long as the pool lives */
     unsigned inflight;            /* connections handed out and not yet back or freed */
     unsigned users;               /* requests routed to this pool and not finished */
     int retired;                  /* its upstream left the config: freed when inflight hits 0 */
@@ -37,7 +38,9 @@ struct fx_pool {
     unsigned nidle;               /* over all targets; bounded by conf->keepalive */
 };
 
-fx_pool *fx_pool_new(fx_worker *w, const fx_upstream_conf *conf);
+fx_pool *fx_pool_new(fx_worker *w, fx_config *cfg, const fx_upstream_conf *conf);
+/* A reload kept this pool for `conf` of the new snapshot `cfg`. */
+void fx_pool_adopt(fx_pool *p, fx_config *cfg, const fx_upstream_conf *conf);
 /* Frees the pool and its idle connections (no connection may be in flight). */
 void fx_pool_free(fx_pool *p);
 void fx_pool_close_idle(fx_pool *p);

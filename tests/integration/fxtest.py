@@ -298,10 +298,16 @@ class Gateway:
 
     A dict without `listen` gets a free loopback port; dict configs also get
     `limits.drain_timeout: 2s` unless they set one, so stopping is quick.
+    `args` are extra command-line arguments (e.g. ["--watch"]).
     On stop the gateway's stderr is scanned for sanitizer reports and the
-    test fails if one is found."""
+    test fails if one is found.
 
-    def __init__(self, test, config, workdir, name="ficus", ready=True, wait_ready_s=15.0):
+    Reload helpers: write_config() replaces the config file (the same
+    defaults as above; dicts without `listen` keep the first listen address),
+    admin_port is the port of `admin.address` of the starting config (dict
+    configs; a test that moves the admin listener updates it), sighup()."""
+
+    def __init__(self, test, config, workdir, name="ficus", ready=True, wait_ready_s=15.0, args=None):
         self.test = test
         self.workdir = workdir
         if isinstance(config, dict):
@@ -311,20 +317,24 @@ class Gateway:
             config.setdefault("limits", {}).setdefault("drain_timeout", "2s")
             self.config = config
             text = to_yaml(config)
+            m = re.fullmatch(r"127\.0\.0\.1:(\d+)", str(config["listen"][0].get("address", "")))
         else:
             self.config = None
             text = config
-        m = re.search(r"address:\s*\"?127\.0\.0\.1:(\d+)", text)
+            m = None
+        if not m:  # YAML text (or a listen that is not 127.0.0.1:PORT): the first address in it
+            m = re.search(r"address:\s*\"?127\.0\.0\.1:(\d+)", text)
         if not m:
             raise AssertionError("gateway config has no 127.0.0.1:PORT listen address")
         self.port = int(m.group(1))
         self.address = f"127.0.0.1:{self.port}"
+        self.admin_port = self._admin_port(self.config)
         self.config_path = os.path.join(workdir, f"{name}.yaml")
         with open(self.config_path, "w") as f:
             f.write(text)
         self.expect_exit = False
-        self.proc = Proc([ficus_bin(), "serve", "-c", self.config_path], workdir, name,
-                         env=SANITIZER_ENV)
+        self.proc = Proc([ficus_bin(), "serve", "-c", self.config_path] + list(args or []), workdir,
+                         name, env=SANITIZER_ENV)
         test.addCleanup(self.stop)
         if ready:
             try:
@@ -332,6 +342,41 @@ class Gateway:
             except AssertionError:
                 self.expect_exit = True  # reported here; stop() need not say it again
                 raise
+
+    @staticmethod
+    def _admin_port(config):
+        if not isinstance(config, dict):
+            return None
+        m = re.fullmatch(r"127\.0\.0\.1:(\d+)", str((config.get("admin") or {}).get("address", "")))
+        return int(m.group(1)) if m else None
+
+    def render(self, config):
+        """YAML text of a config for this gateway: a dict gets this gateway's
+        first listen address (unless it has `listen`) and drain_timeout 2s."""
+        if not isinstance(config, dict):
+            return config
+        config = json.loads(json.dumps(config))
+        if "listen" not in config:
+            config["listen"] = [{"address": self.address}]
+        config.setdefault("limits", {}).setdefault("drain_timeout", "2s")
+        return to_yaml(config)
+
+    def write_config(self, config, atomic=True):
+        """Replaces the config file (temp file + rename, or in place when
+        atomic=False); returns the text written. Nothing is reloaded."""
+        text = self.render(config)
+        if atomic:
+            tmp = self.config_path + ".tmp"
+            with open(tmp, "w") as f:
+                f.write(text)
+            os.rename(tmp, self.config_path)
+        else:
+            with open(self.config_path, "w") as f:  # same inode: O_TRUNC, then the new text
+                f.write(text)
+        return text
+
+    def sighup(self):
+        self.proc.send_signal(signal.SIGHUP)
 
     @property
     def pid(self):
