@@ -10,11 +10,19 @@
  *     billion laughs), a second document, nesting deeper than MAX_DEPTH.
  *  2. build_*(): each section is walked with its path ("routes[3].match")
  *     and copied into the malloc'd fx_config. Every mapping goes through
- *     check_keys() first: duplicate keys, keys planned for a later stage
- *     ("not supported yet") and unknown keys (with a did-you-mean) are all
- *     errors. Errors are collected and the walk goes on.
+ *     check_keys() first: duplicate keys and unknown keys (with a
+ *     did-you-mean) are errors. Errors are collected and the walk goes on.
  *  3. cross checks: duplicate route names, routes that can never match,
- *     listen addresses used twice.
+ *     listen addresses used twice, references between sections.
+ *
+ * The schema is whole: the keys of features not built yet (TLS, auth,
+ * policies, events, split, shadow, ...; enum fx_feature) are parsed and
+ * checked like the others by the "planned" builders further down, stored in
+ * their config.h types, and then refused by check_keys() with "'KEY' is not
+ * supported by this build yet" unless the feature is in FX_FEATURES_BUILT
+ * (or the caller allowed it: tests). Relative file paths are resolved
+ * against the config file's directory; files the gateway will read must
+ * exist now.
  *
  * Errors are gathered in the load's own list, sorted by position and only
  * then copied to the caller's fx_diags, so `ficus check` prints them in
@@ -26,6 +34,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <glob.h>
 #include <netinet/in.h>
 #include <openssl/evp.h>
 #include <stdarg.h>
@@ -42,7 +51,7 @@
 #include "llhttp.h"
 
 #define MAX_FILE_BYTES ((size_t)4 << 20)
-#define MAX_DEPTH 64       /* nesting of lists/mappings; the schema needs 5 */
+#define MAX_DEPTH 64       /* nesting of lists/mappings; the schema needs 7 */
 #define MAX_SHOWN_ERRORS 1000
 #define KIB ((size_t)1024)
 #define MIB (KIB * 1024)
@@ -316,6 +325,103 @@ static void addr_free(fx_addr *a)
     a->text = NULL;
 }
 
+static void strv_free(char **v, size_t n);
+
+static void tls_server_free(fx_tls_server_conf *t)
+{
+    if (!t)
+        return;
+    free(t->cert);
+    free(t->key);
+    free(t->ciphers);
+    free(t->ciphersuites);
+    strv_free(t->alpn, t->nalpn);
+    for (size_t i = 0; i < t->ncerts; i++) {
+        free(t->certs[i].cert);
+        free(t->certs[i].key);
+        strv_free(t->certs[i].server_names, t->certs[i].nserver_names);
+    }
+    free(t->certs);
+    free(t);
+}
+
+static void upstream_planned_free(fx_upstream_conf *u)
+{
+    if (u->health)
+        free(u->health->path);
+    free(u->health);
+    if (u->tls) {
+        free(u->tls->ca);
+        free(u->tls->server_name);
+        free(u->tls->client_cert);
+        free(u->tls->client_key);
+    }
+    free(u->tls);
+    free(u->retries);
+}
+
+static void route_planned_free(fx_route_conf *r)
+{
+    free(r->split);
+    free(r->sticky_name);
+    if (r->shadow)
+        strv_free(r->shadow->ignore, r->shadow->nignore);
+    free(r->shadow);
+    if (r->events) {
+        free(r->events->topic);
+        free(r->events->type);
+        free(r->events->key);
+    }
+    free(r->events);
+    free(r->strip_prefix);
+    free(r->add_prefix);
+    free(r->retries);
+}
+
+static void auth_free(fx_auth_conf *a)
+{
+    if (!a)
+        return;
+    for (size_t i = 0; i < a->nissuers; i++) {
+        fx_issuer_conf *is = &a->issuers[i];
+        free(is->issuer);
+        strv_free(is->audiences, is->naudiences);
+        free(is->jwks_file);
+        free(is->jwks_uri);
+        for (size_t j = 0; j < is->nkeys; j++) {
+            free(is->keys[j].kid);
+            free(is->keys[j].pem_file);
+            free(is->keys[j].secret_env);
+        }
+        free(is->keys);
+    }
+    free(a->issuers);
+    for (size_t i = 0; i < a->ntoken_from; i++)
+        free(a->token_from[i].name);
+    free(a->token_from);
+    for (size_t i = 0; i < a->nforward; i++) {
+        free(a->forward[i].header);
+        free(a->forward[i].claim);
+    }
+    free(a->forward);
+    free(a);
+}
+
+static void events_free(fx_events_conf *e)
+{
+    if (!e)
+        return;
+    free(e->brokers);
+    free(e->spool_dir);
+    free(e->dead_letter_topic);
+    for (size_t i = 0; i < e->nkafka; i++) {
+        free(e->kafka[i].key);
+        free(e->kafka[i].value);
+    }
+    free(e->kafka);
+    free(e);
+}
+
 /* Frees any config, complete or half built: every array is allocated at its
  * final length and zeroed before it is filled. */
 static void config_free(fx_config *cfg)
@@ -323,8 +429,11 @@ static void config_free(fx_config *cfg)
     if (!cfg)
         return;
     free(cfg->file);
-    for (size_t i = 0; i < cfg->nlistens; i++)
+    free(cfg->dir);
+    for (size_t i = 0; i < cfg->nlistens; i++) {
         addr_free(&cfg->listens[i].addr);
+        tls_server_free(cfg->listens[i].tls);
+    }
     free(cfg->listens);
     addr_free(&cfg->admin);
     for (size_t i = 0; i < cfg->nupstreams; i++) {
@@ -333,6 +442,7 @@ static void config_free(fx_config *cfg)
         for (size_t j = 0; j < u->ntargets; j++)
             addr_free(&u->targets[j]);
         free(u->targets);
+        upstream_planned_free(u);
     }
     free(cfg->upstreams);
     for (size_t i = 0; i < cfg->nroutes; i++) {
@@ -343,9 +453,16 @@ static void config_free(fx_config *cfg)
         for (size_t j = 0; j < r->nsegs; j++)
             free(r->segs[j].text);
         free(r->segs);
+        route_planned_free(r);
     }
     free(cfg->routes);
     free(cfg->log.access_file);
+    free(cfg->log.decisions_file);
+    auth_free(cfg->auth);
+    if (cfg->policies)
+        strv_free(cfg->policies->files, cfg->policies->nfiles);
+    free(cfg->policies);
+    events_free(cfg->events);
     free(cfg);
 }
 
@@ -392,6 +509,9 @@ typedef struct cx {
     fx_config *cfg;
     bool upstreams_ok;  /* route → upstream names can be resolved */
     bool *route_ok;     /* per route: fully parsed, take part in cross checks */
+    unsigned features;  /* FX_FEAT_* whose keys are accepted: built ones, plus the caller's */
+    const char *dir;    /* relative paths start here ("" = the working directory) */
+    bool has_events;    /* the top-level 'events' section is present */
 } cx;
 
 static void cx_verr(cx *c, int line, int col, const char *fmt, va_list ap)
@@ -457,10 +577,11 @@ static char *__attribute__((format(printf, 2, 3))) cx_printf(cx *c, const char *
     return s ? s : (char *)"?";
 }
 
-/* A config string for a message: at most 60 bytes, control bytes escaped. */
-static const char *show(cx *c, const char *s)
+/* A config string for a message: at most `max` bytes, control bytes and
+ * quotes escaped. */
+static const char *show_n(cx *c, const char *s, size_t max)
 {
-    size_t n = strlen(s), lim = n > 60 ? 57 : n;
+    size_t n = strlen(s), lim = n > max ? max - 3 : n;
     char *out = cx_alloc(c, lim * 4 + 4);
     if (!out)
         return "?";
@@ -478,6 +599,17 @@ static const char *show(cx *c, const char *s)
         o = stpcpy(o, "...");
     *o = '\0';
     return out;
+}
+
+static const char *show(cx *c, const char *s)
+{
+    return show_n(c, s, 60);
+}
+
+/* File paths are shown whole up to a longer limit: a cut path is no help. */
+static const char *show_path(cx *c, const char *s)
+{
+    return show_n(c, s, 240);
 }
 
 static char *cx_strdup(cx *c, const char *s)
@@ -778,8 +910,10 @@ static size_t levenshtein(const char *a, const char *b)
 }
 
 /* The closest candidate within edit distance 2 (and not a total rewrite of a
- * short word), or one that starts the other, as " (did you mean 'x'?)", or "". */
-static const char *suggest(cx *c, const char *got, const char *const *cands, size_t ncands)
+ * short word), or one that shares all but at most the last letter of the
+ * shorter one ("warning" → "warn", "enforcing" → "enforce"); NULL if none is
+ * close. */
+static const char *closest(const char *got, const char *const *cands, size_t ncands)
 {
     const char *best = NULL;
     size_t bestd = 3, glen = strlen(got);
@@ -789,14 +923,25 @@ static const char *suggest(cx *c, const char *got, const char *const *cands, siz
         size_t clen = strlen(cands[i]), d = levenshtein(got, cands[i]);
         if (strcasecmp(got, cands[i]) == 0)
             d = 1;
-        else if (d > 2 && glen >= 3 && clen >= 3 &&
-                 !strncmp(got, cands[i], glen < clen ? glen : clen))
-            d = 2; /* one is the start of the other: "warning" → "warn" */
+        else if (d > 2 && glen >= 3 && clen >= 3) {
+            size_t shorter = glen < clen ? glen : clen, common = 0;
+            while (common < shorter && got[common] == cands[i][common])
+                common++;
+            if (common == shorter || (common >= 5 && common + 1 >= shorter))
+                d = 2;
+        }
         if (d < bestd && d < glen) {
             best = cands[i];
             bestd = d;
         }
     }
+    return best;
+}
+
+/* closest() as " (did you mean 'x'?)", or "". */
+static const char *suggest(cx *c, const char *got, const char *const *cands, size_t ncands)
+{
+    const char *best = closest(got, cands, ncands);
     return best ? cx_printf(c, " (did you mean '%s'?)", best) : "";
 }
 
@@ -822,13 +967,20 @@ static int cmp_key_nodes(const void *pa, const void *pb)
     return (a->col > b->col) - (a->col < b->col);
 }
 
+/* A key of a feature this build may not have (see enum fx_feature). */
+typedef struct planned_key {
+    const char *name;
+    unsigned feature;
+} planned_key;
+
 /*
  * Checks the keys of a mapping: each must be a string, used once, and one of
- * `known` (NULL: any name is fine, the caller checks it). Keys in `planned`
- * belong to a later stage and are refused with "not supported yet".
+ * `known` (NULL: any name is fine, the caller checks it) or of `planned`. A
+ * planned key whose feature is not built is refused with "not supported by
+ * this build yet"; the caller still validates its value.
  */
 static void check_keys(cx *c, const ynode *map, const char *path, const char *const *known,
-                       const char *const *planned)
+                       const planned_key *planned)
 {
     const ynode **keys = map->n ? malloc(map->n * sizeof(*keys)) : NULL;
     size_t nkeys = 0;
@@ -850,20 +1002,24 @@ static void check_keys(cx *c, const ynode *map, const char *path, const char *co
             ok = key_is(k, known[j]);
         if (ok)
             continue;
-        for (size_t j = 0; planned && planned[j] && !ok; j++)
-            ok = key_is(k, planned[j]);
-        if (ok) {
-            node_err(c, k, "%s: '%s' is not supported by this build yet", pkey(c, path, k->s), k->s);
-            continue;
+        size_t np = 0;
+        for (; planned && planned[np].name; np++) {
+            if (!ok && key_is(k, planned[np].name)) {
+                ok = true;
+                if (!(c->features & planned[np].feature))
+                    node_err(c, k, "%s: '%s' is not supported by this build yet", pkey(c, path, k->s), k->s);
+            }
         }
+        if (ok)
+            continue;
         /* suggestions come from both lists: a typo of a planned key is still a typo */
-        size_t nk = list_len(known), np = list_len(planned);
+        size_t nk = list_len(known);
         const char **all = cx_alloc(c, (nk + np + 1) * sizeof(*all));
         const char *hint = "";
         if (all) {
             memcpy(all, known, nk * sizeof(*all));
-            if (np)
-                memcpy(all + nk, planned, np * sizeof(*all));
+            for (size_t j = 0; j < np; j++)
+                all[nk + j] = planned[j].name;
             hint = suggest(c, k->s, all, nk + np);
         }
         if (*path)
@@ -1111,19 +1267,35 @@ static bool valid_name(const char *s)
 /* --- sections -------------------------------------------------------------- */
 
 static const char *const top_keys[] = {"listen", "admin", "workers", "limits", "upstreams", "routes", "log", NULL};
-static const char *const top_planned[] = {"auth", "policies", "events", NULL};
+static const planned_key top_planned[] = {
+    {"auth", FX_FEAT_AUTH}, {"policies", FX_FEAT_POLICIES}, {"events", FX_FEAT_EVENTS}, {NULL, 0}};
 static const char *const listen_keys[] = {"address", NULL};
-static const char *const listen_planned[] = {"tls", NULL};
+static const planned_key listen_planned[] = {{"tls", FX_FEAT_TLS_LISTEN}, {NULL, 0}};
 static const char *const admin_keys[] = {"address", NULL};
 static const char *const limits_keys[] = {"max_header_bytes", "max_body_bytes", "max_uri_bytes", "header_timeout",
                                           "idle_timeout",     "drain_timeout",  "max_connections", NULL};
 static const char *const upstream_keys[] = {"targets", "keepalive", "connect_timeout", "timeout", NULL};
-static const char *const upstream_planned[] = {"health", "tls", "retries", NULL};
+static const planned_key upstream_planned[] = {
+    {"health", FX_FEAT_HEALTH},           {"tls", FX_FEAT_TLS_UPSTREAM},        {"retries", FX_FEAT_RETRIES},
+    {"max_pending", FX_FEAT_BREAKER},     {"max_connections", FX_FEAT_BREAKER}, {NULL, 0}};
 static const char *const route_keys[] = {"name", "match", "upstream", "auth", NULL};
-static const char *const route_planned[] = {"split", "sticky", "shadow", "fallback", "events", "rewrite", NULL};
+static const planned_key route_planned[] = {
+    {"split", FX_FEAT_SPLIT},       {"sticky", FX_FEAT_SPLIT},   {"shadow", FX_FEAT_SHADOW},
+    {"fallback", FX_FEAT_FALLBACK}, {"events", FX_FEAT_EVENTS},  {"rewrite", FX_FEAT_REWRITE},
+    {"retries", FX_FEAT_RETRIES},   {NULL, 0}};
 static const char *const match_keys[] = {"path", "prefix", "methods", "host", NULL};
 static const char *const log_keys[] = {"access", "level", NULL};
-static const char *const log_planned[] = {"decisions", NULL};
+static const planned_key log_planned[] = {{"decisions", FX_FEAT_POLICIES}, {NULL, 0}};
+
+/* Features whose code is in this build (FX_FEAT_* bits): their keys are
+ * accepted. A stage that builds one adds its bit here. */
+#define FX_FEATURES_BUILT 0u
+
+/* Defined with the planned keys, further down. */
+static void build_listen_tls(cx *c, const ynode *n, const char *path, fx_listen_conf *l);
+static void build_health(cx *c, const ynode *n, const char *path, fx_upstream_conf *u);
+static fx_retries_conf *build_retries(cx *c, const ynode *n, const char *path);
+static void build_upstream_tls(cx *c, const ynode *n, const char *path, fx_upstream_conf *u);
 
 static void build_listen(cx *c, const ynode *n)
 {
@@ -1150,6 +1322,8 @@ static void build_listen(cx *c, const ynode *n)
         const ynode *a = require(c, item, ipath, "address");
         if (a)
             get_addr(c, a, pkey(c, ipath, "address"), true, &l->addr);
+        if ((a = map_get(item, "tls")))
+            build_listen_tls(c, a, pkey(c, ipath, "tls"), l);
     }
 }
 
@@ -1231,6 +1405,16 @@ static void build_upstream(cx *c, const ynode *n, const char *path, fx_upstream_
         get_duration(c, v, pkey(c, path, "connect_timeout"), 1, &u->connect_timeout_ms);
     if ((v = map_get(n, "timeout")))
         get_duration(c, v, pkey(c, path, "timeout"), 1, &u->timeout_ms);
+    if ((v = map_get(n, "health")))
+        build_health(c, v, pkey(c, path, "health"), u);
+    if ((v = map_get(n, "tls")))
+        build_upstream_tls(c, v, pkey(c, path, "tls"), u);
+    if ((v = map_get(n, "retries")))
+        u->retries = build_retries(c, v, pkey(c, path, "retries"));
+    if ((v = map_get(n, "max_pending")) && get_uint(c, v, pkey(c, path, "max_pending"), 1, 10000000, &x))
+        u->max_pending = (unsigned)x;
+    if ((v = map_get(n, "max_connections")) && get_uint(c, v, pkey(c, path, "max_connections"), 1, 10000000, &x))
+        u->max_connections = (unsigned)x;
 }
 
 static void build_upstreams(cx *c, const ynode *n)
@@ -1276,6 +1460,16 @@ static const struct {
     {"OPTIONS", HTTP_OPTIONS}, {"TRACE", HTTP_TRACE}, {"CONNECT", HTTP_CONNECT},
 };
 #define NMETHODS (sizeof(methods) / sizeof(methods[0]))
+
+/* "GET, HEAD" for a method mask. */
+static const char *methods_text(cx *c, uint64_t mask)
+{
+    const char *out = "";
+    for (size_t i = 0; i < NMETHODS; i++)
+        if (mask & FX_METHOD_BIT(methods[i].method))
+            out = cx_printf(c, "%s%s%s", out, *out ? ", " : "", methods[i].name);
+    return out;
+}
 
 static bool build_methods(cx *c, const ynode *n, const char *path, uint64_t *out)
 {
@@ -1490,24 +1684,210 @@ static bool build_match(cx *c, const ynode *n, const char *path, fx_route_conf *
     return ok;
 }
 
-static int find_upstream(const fx_config *cfg, const char *name)
+/* HTTP token characters (RFC 9110): header and cookie names. */
+static bool is_tchar(int ch)
 {
-    for (size_t i = 0; i < cfg->nupstreams; i++)
-        if (cfg->upstreams[i].name && !strcmp(cfg->upstreams[i].name, name))
-            return (int)i;
-    return -1;
+    return is_name_char(ch) || (ch && strchr("!#$%&'*+-.^`|~", ch));
 }
 
-static bool build_upstream_ref(cx *c, const ynode *n, const char *path, fx_route_conf *r)
+static bool token_ok(const char *s)
+{
+    if (!*s)
+        return false;
+    for (; *s; s++)
+        if (!is_tchar((unsigned char)*s))
+            return false;
+    return true;
+}
+
+/* A claim name: printable ASCII without spaces or braces ("sub", "https://ns/roles"). */
+static bool claim_ok(const char *s)
+{
+    if (!*s)
+        return false;
+    for (; *s; s++)
+        if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f || *s == '{' || *s == '}')
+            return false;
+    return true;
+}
+
+/* A DNS name (letters, digits, '-', '_', dots between labels); with
+ * `wildcard`, "*." may start it. */
+static bool host_name_ok(const char *s, bool wildcard)
+{
+    if (wildcard && s[0] == '*' && s[1] == '.')
+        s += 2;
+    size_t len = strlen(s);
+    if (len == 0 || len > 253 || s[0] == '.' || s[len - 1] == '.' || strstr(s, ".."))
+        return false;
+    for (; *s; s++)
+        if (!is_name_char(*s) && *s != '.' && *s != '-')
+            return false;
+    return true;
+}
+
+/* A Kafka topic name. */
+static bool topic_ok(const char *s)
+{
+    size_t len = strlen(s);
+    if (len == 0 || len > 249 || !strcmp(s, ".") || !strcmp(s, ".."))
+        return false;
+    for (; *s; s++)
+        if (!is_name_char(*s) && *s != '.' && *s != '-')
+            return false;
+    return true;
+}
+
+static void to_lower(char *s)
+{
+    for (; s && *s; s++)
+        if (*s >= 'A' && *s <= 'Z')
+            *s = (char)(*s - 'A' + 'a');
+}
+
+/* The key node of `name` in map, or NULL. */
+static const ynode *map_key(const ynode *map, const char *name)
+{
+    for (size_t i = 0; i < map->n; i++)
+        if (key_is(MAP_KEY(map, i), name))
+            return MAP_KEY(map, i);
+    return NULL;
+}
+
+static bool get_bool(cx *c, const ynode *n, const char *path, int *out)
+{
+    static const char *const words[] = {"true", "false"};
+    int w = get_word(c, n, path, words, 2);
+    if (w < 0)
+        return false;
+    *out = w == 0;
+    return true;
+}
+
+/* A scalar that must not be empty. */
+static const char *get_nonempty(cx *c, const ynode *n, const char *path)
 {
     const char *s = get_str(c, n, path);
+    if (s && !*s) {
+        node_err(c, n, "%s: must not be empty", path);
+        return NULL;
+    }
+    return s;
+}
+
+/*
+ * The items of a non-empty list of non-empty scalars, as an arena array with
+ * one entry per item (NULL where the item was reported). Items equal to an
+ * earlier one (ignoring case with `nocase`) are reported and set to NULL.
+ * Returns the list length, or -1 when the list itself was reported.
+ */
+static long get_list(cx *c, const ynode *n, const char *path, bool nocase, const char ***out)
+{
+    if (!want(c, n, Y_SEQ, path))
+        return -1;
+    if (n->n == 0) {
+        node_err(c, n, "%s: must not be empty", path);
+        return -1;
+    }
+    const char **v = cx_alloc(c, n->n * sizeof(*v));
+    if (!v)
+        return -1;
+    for (size_t i = 0; i < n->n; i++) {
+        const char *ipath = pidx(c, path, i);
+        v[i] = get_nonempty(c, n->kids[i], ipath);
+        for (size_t j = 0; v[i] && j < i; j++) {
+            if (v[j] && (nocase ? !strcasecmp(v[i], v[j]) : !strcmp(v[i], v[j]))) {
+                node_err(c, n->kids[i], "%s: '%s' is listed twice (first at %s[%zu])", ipath, show(c, v[i]), path,
+                         j);
+                v[i] = NULL;
+            }
+        }
+    }
+    *out = v;
+    return (long)n->n;
+}
+
+/* A malloc'd array of n strings, all NULL. */
+static char **strv_new(cx *c, size_t n)
+{
+    return cx_calloc(c, n, sizeof(char *));
+}
+
+static void strv_free(char **v, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+
+/* --- files ------------------------------------------------------------------ */
+
+/* A path from the config, resolved against the config file's directory; malloc'd. */
+static char *resolve_path(cx *c, const char *s)
+{
+    if (s[0] == '/' || !*c->dir)
+        return cx_strdup(c, s);
+    size_t dl = strlen(c->dir);
+    char *r;
+    if (asprintf(&r, "%s%s%s", c->dir, c->dir[dl - 1] == '/' ? "" : "/", s) < 0) {
+        cx_oom(c);
+        return NULL;
+    }
+    return r;
+}
+
+/* " (looked for 'DIR/X': ...)" when resolving changed the path, else "". */
+static const char *looked_for(cx *c, const char *as_written, const char *full)
+{
+    if (!strcmp(as_written, full))
+        return "";
+    return cx_printf(c, " (looked for '%s': relative paths start at the config file's directory)",
+                     show_path(c, full));
+}
+
+/* A file that must exist and be readable now; *out gets its resolved path. */
+static bool get_file(cx *c, const ynode *n, const char *path, char **out)
+{
+    const char *s = get_nonempty(c, n, path);
     if (!s)
         return false;
-    if (!c->upstreams_ok)
-        return false; /* the upstreams section itself is broken: say nothing more */
-    const fx_config *cfg = c->cfg;
-    if ((r->upstream = find_upstream(cfg, s)) >= 0)
+    char *full = resolve_path(c, s);
+    if (!full)
+        return false;
+    struct stat st;
+    if (stat(full, &st) != 0) {
+        if (errno == ENOENT || errno == ENOTDIR)
+            node_err(c, n, "%s: file '%s' does not exist%s", path, show_path(c, s), looked_for(c, s, full));
+        else
+            node_err(c, n, "%s: cannot use '%s': %s%s", path, show_path(c, s), strerror(errno),
+                     looked_for(c, s, full));
+    } else if (S_ISDIR(st.st_mode)) {
+        node_err(c, n, "%s: '%s' is a directory, not a file%s", path, show_path(c, s), looked_for(c, s, full));
+    } else if (access(full, R_OK) != 0) {
+        node_err(c, n, "%s: cannot read '%s': %s%s", path, show_path(c, s), strerror(errno),
+                 looked_for(c, s, full));
+    } else {
+        *out = full;
         return true;
+    }
+    free(full);
+    return false;
+}
+
+/* --- upstream references ---------------------------------------------------- */
+
+/* An upstream's index by name; -1 after an error (said nothing when the
+ * upstreams section itself is broken). */
+static int upstream_index(cx *c, const ynode *n, const char *path)
+{
+    const char *s = get_str(c, n, path);
+    if (!s || !c->upstreams_ok)
+        return -1;
+    const fx_config *cfg = c->cfg;
+    for (size_t i = 0; i < cfg->nupstreams; i++)
+        if (cfg->upstreams[i].name && !strcmp(cfg->upstreams[i].name, s))
+            return (int)i;
     const char **names = cx_alloc(c, (cfg->nupstreams + 1) * sizeof(*names));
     const char *hint = "";
     if (names) {
@@ -1516,7 +1896,1172 @@ static bool build_upstream_ref(cx *c, const ynode *n, const char *path, fx_route
         hint = suggest(c, s, names, cfg->nupstreams);
     }
     node_err(c, n, "%s: unknown upstream '%s'%s", path, show(c, s), hint);
-    return false;
+    return -1;
+}
+
+/* --- planned: upstreams ---------------------------------------------------------
+ * Everything from here to the sections parses keys of features that may not
+ * be built (enum fx_feature); check_keys() refuses them when they are not. */
+
+static const char *const health_keys[] = {"path", "interval", "timeout", "healthy", "unhealthy", NULL};
+static const char *const retries_keys[] = {"attempts", "on", NULL};
+static const char *const utls_keys[] = {"verify", "ca", "server_name", "client_cert", "client_key", NULL};
+
+static void build_health(cx *c, const ynode *n, const char *path, fx_upstream_conf *u)
+{
+    if (!want(c, n, Y_MAP, path))
+        return;
+    check_keys(c, n, path, health_keys, NULL);
+    fx_health_conf *h = u->health = cx_calloc(c, 1, sizeof(*h));
+    if (!h)
+        return;
+    *h = (fx_health_conf){.interval_ms = 5000, .timeout_ms = 1000, .healthy = 2, .unhealthy = 3};
+    const ynode *v, *tv = map_get(n, "timeout"), *iv = map_get(n, "interval");
+    uint64_t x;
+    if ((v = require(c, n, path, "path"))) {
+        const char *ppath = pkey(c, path, "path");
+        const char *s = get_str(c, v, ppath);
+        bool ok = s && s[0] == '/';
+        for (const char *p = s; ok && *p; p++)
+            ok = (unsigned char)*p > 0x20 && (unsigned char)*p < 0x7f && *p != '#';
+        if (s && !ok)
+            node_err(c, v, "%s: expected a path starting with '/' (printable ASCII, no spaces), got '%s'", ppath,
+                     show(c, s));
+        else if (s)
+            h->path = cx_strdup(c, s);
+    }
+    bool interval_ok = true, timeout_ok = false;
+    if (iv)
+        interval_ok = get_duration(c, iv, pkey(c, path, "interval"), 100, &h->interval_ms);
+    if (tv)
+        timeout_ok = get_duration(c, tv, pkey(c, path, "timeout"), 1, &h->timeout_ms);
+    if (tv && timeout_ok && interval_ok && h->timeout_ms > h->interval_ms)
+        node_err(c, tv, "%s.timeout: a check must end before the next one starts: '%s' is longer than the "
+                        "interval ('%s')",
+                 path, show(c, tv->s), iv ? show(c, iv->s) : "5s");
+    if (!tv && h->timeout_ms > h->interval_ms)
+        h->timeout_ms = h->interval_ms;
+    if ((v = map_get(n, "healthy")) && get_uint(c, v, pkey(c, path, "healthy"), 1, 100, &x))
+        h->healthy = (unsigned)x;
+    if ((v = map_get(n, "unhealthy")) && get_uint(c, v, pkey(c, path, "unhealthy"), 1, 100, &x))
+        h->unhealthy = (unsigned)x;
+}
+
+static fx_retries_conf *build_retries(cx *c, const ynode *n, const char *path)
+{
+    static const char *const words[] = {"connect-failure", "reset", "timeout", "5xx"};
+    if (!want(c, n, Y_MAP, path))
+        return NULL;
+    check_keys(c, n, path, retries_keys, NULL);
+    fx_retries_conf *r = cx_calloc(c, 1, sizeof(*r));
+    if (!r)
+        return NULL;
+    r->attempts = 1;
+    r->on = FX_RETRY_CONNECT | FX_RETRY_RESET;
+    const ynode *v;
+    uint64_t x;
+    if ((v = map_get(n, "attempts")) && get_uint(c, v, pkey(c, path, "attempts"), 1, 10, &x))
+        r->attempts = (unsigned)x;
+    const char **items;
+    const char *opath = pkey(c, path, "on");
+    long nitems = (v = map_get(n, "on")) ? get_list(c, v, opath, false, &items) : -1;
+    if (nitems > 0)
+        r->on = 0;
+    for (long i = 0; i < nitems; i++) {
+        const char *s = items[i];
+        if (!s)
+            continue;
+        uint64_t code;
+        const char *end = parse_u64(s, &code);
+        if (end && !*end) {
+            if (code < 500 || code > 599)
+                node_err(c, v->kids[i], "%s[%ld]: only 5xx status codes (500 to 599) are retried, got '%s'", opath,
+                         i, show(c, s));
+            else
+                r->status[(code - 500) / 64] |= UINT64_C(1) << ((code - 500) % 64);
+            continue;
+        }
+        size_t w = 0;
+        while (w < 4 && strcmp(s, words[w]))
+            w++;
+        if (w == 0)
+            r->on |= FX_RETRY_CONNECT;
+        else if (w == 1)
+            r->on |= FX_RETRY_RESET;
+        else if (w == 2)
+            r->on |= FX_RETRY_TIMEOUT;
+        else if (w == 3)
+            r->status[0] = r->status[1] = ~UINT64_C(0);
+        else
+            node_err(c, v->kids[i],
+                     "%s[%ld]: expected connect-failure, reset, timeout, 5xx or a status code from 500 to 599, "
+                     "got '%s'%s",
+                     opath, i, show(c, s), suggest(c, s, words, 4));
+    }
+    if (r->status[1])
+        r->status[1] &= (UINT64_C(1) << (100 - 64)) - 1; /* codes 500..599 only */
+    return r;
+}
+
+static void build_upstream_tls(cx *c, const ynode *n, const char *path, fx_upstream_conf *u)
+{
+    if (!want(c, n, Y_MAP, path))
+        return;
+    check_keys(c, n, path, utls_keys, NULL);
+    fx_tls_client_conf *t = u->tls = cx_calloc(c, 1, sizeof(*t));
+    if (!t)
+        return;
+    t->verify = 1;
+    const ynode *v, *ca = map_get(n, "ca"), *cc = map_get(n, "client_cert"), *ck = map_get(n, "client_key");
+    if ((v = map_get(n, "verify")))
+        get_bool(c, v, pkey(c, path, "verify"), &t->verify);
+    if (ca && get_file(c, ca, pkey(c, path, "ca"), &t->ca) && !t->verify)
+        node_err(c, ca, "%s.ca: is not used when verify is false (remove one of them)", path);
+    if ((v = map_get(n, "server_name"))) {
+        const char *spath = pkey(c, path, "server_name");
+        const char *s = get_str(c, v, spath);
+        if (s && !host_name_ok(s, false))
+            node_err(c, v, "%s: invalid host name '%s' (like api.internal.example.com, without a port)", spath,
+                     show(c, s));
+        else if (s && (t->server_name = cx_strdup(c, s)))
+            to_lower(t->server_name);
+    }
+    if (cc)
+        get_file(c, cc, pkey(c, path, "client_cert"), &t->client_cert);
+    if (ck)
+        get_file(c, ck, pkey(c, path, "client_key"), &t->client_key);
+    if (!cc != !ck)
+        node_err(c, cc ? map_key(n, "client_cert") : map_key(n, "client_key"),
+                 "%s: 'client_cert' and 'client_key' go together (mutual TLS needs both)", path);
+}
+
+/* --- planned: listen[].tls ------------------------------------------------------ */
+
+static const char *const ltls_keys[] = {"cert", "key", "min_version", "ciphers", "ciphersuites", "alpn",
+                                        "certificates", NULL};
+static const char *const sni_keys[] = {"cert", "key", "server_names", NULL};
+
+/* The names a listener's SNI certificates serve, to find a name served twice. */
+typedef struct sni_name {
+    const char *name;
+    size_t cert;
+} sni_name;
+
+static void build_sni_cert(cx *c, const ynode *n, const char *path, fx_tls_cert_conf *t, sni_name **seen,
+                           size_t *nseen, size_t idx)
+{
+    if (!want(c, n, Y_MAP, path))
+        return;
+    check_keys(c, n, path, sni_keys, NULL);
+    const ynode *v;
+    if ((v = require(c, n, path, "cert")))
+        get_file(c, v, pkey(c, path, "cert"), &t->cert);
+    if ((v = require(c, n, path, "key")))
+        get_file(c, v, pkey(c, path, "key"), &t->key);
+    if (!(v = require(c, n, path, "server_names")))
+        return;
+    const char *npath = pkey(c, path, "server_names");
+    const char **names;
+    long nn = get_list(c, v, npath, true, &names);
+    if (nn <= 0 || !(t->server_names = strv_new(c, (size_t)nn)))
+        return;
+    t->nserver_names = (size_t)nn;
+    sni_name *grown = realloc(*seen, (*nseen + (size_t)nn) * sizeof(**seen));
+    if (!grown) {
+        cx_oom(c);
+        return;
+    }
+    *seen = grown;
+    for (long i = 0; i < nn; i++) {
+        if (!names[i])
+            continue;
+        if (!host_name_ok(names[i], true)) {
+            node_err(c, v->kids[i], "%s[%ld]: invalid server name '%s' (a host name, or *.example.com)", npath, i,
+                     show(c, names[i]));
+            continue;
+        }
+        if (!(t->server_names[i] = cx_strdup(c, names[i])))
+            return;
+        to_lower(t->server_names[i]);
+        for (size_t j = 0; j < *nseen; j++) {
+            if (!strcmp((*seen)[j].name, t->server_names[i]) && (*seen)[j].cert != idx) {
+                node_err(c, v->kids[i], "%s[%ld]: '%s' is already served by certificates[%zu]", npath, i,
+                         show(c, names[i]), (*seen)[j].cert);
+                break;
+            }
+        }
+        (*seen)[(*nseen)++] = (sni_name){t->server_names[i], idx};
+    }
+}
+
+static void build_listen_tls(cx *c, const ynode *n, const char *path, fx_listen_conf *l)
+{
+    static const char *const suites[] = {"TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384",
+                                         "TLS_CHACHA20_POLY1305_SHA256", "TLS_AES_128_CCM_SHA256",
+                                         "TLS_AES_128_CCM_8_SHA256"};
+    static const char *const versions[] = {"TLS1.2", "TLS1.3"};
+    static const char *const protos[] = {"http/1.1"};
+    if (!want(c, n, Y_MAP, path))
+        return;
+    check_keys(c, n, path, ltls_keys, NULL);
+    fx_tls_server_conf *t = l->tls = cx_calloc(c, 1, sizeof(*t));
+    if (!t)
+        return;
+    t->min_version = 0x0303;
+    const ynode *v;
+    if ((v = require(c, n, path, "cert")))
+        get_file(c, v, pkey(c, path, "cert"), &t->cert);
+    if ((v = require(c, n, path, "key")))
+        get_file(c, v, pkey(c, path, "key"), &t->key);
+    if ((v = map_get(n, "min_version"))) {
+        const char *mpath = pkey(c, path, "min_version");
+        const char *s = get_str(c, v, mpath);
+        if (s && (!strcmp(s, "TLS1.0") || !strcmp(s, "TLS1.1") || !strcmp(s, "TLS1") || !strncmp(s, "SSL", 3)))
+            node_err(c, v, "%s: '%s' is too old and never offered; expected TLS1.2 or TLS1.3", mpath, show(c, s));
+        else if (s) {
+            int w = get_word(c, v, mpath, versions, 2);
+            if (w >= 0)
+                t->min_version = w == 0 ? 0x0303 : 0x0304;
+        }
+    }
+    if ((v = map_get(n, "ciphers"))) {
+        const char *cpath = pkey(c, path, "ciphers");
+        const char *s = get_nonempty(c, v, cpath);
+        bool ok = s != NULL;
+        for (const char *p = s; ok && *p; p++)
+            ok = is_name_char(*p) || strchr(":+-!@=,. ", *p);
+        if (s && !ok)
+            node_err(c, v, "%s: '%s' is not an OpenSSL cipher list (like ECDHE+AESGCM:ECDHE+CHACHA20)", cpath,
+                     show(c, s));
+        else if (s)
+            t->ciphers = cx_strdup(c, s);
+    }
+    if ((v = map_get(n, "ciphersuites"))) {
+        const char *cpath = pkey(c, path, "ciphersuites");
+        const char *s = get_nonempty(c, v, cpath);
+        bool ok = s != NULL;
+        for (const char *p = s; ok && *p;) {
+            size_t len = strcspn(p, ":");
+            const char *one = cx_printf(c, "%.*s", (int)len, p);
+            size_t i = 0;
+            while (i < 5 && strcmp(one, suites[i]))
+                i++;
+            if (i == 5) {
+                node_err(c, v, "%s: unknown TLS 1.3 cipher suite '%s'%s", cpath, show(c, one),
+                         suggest(c, one, suites, 5));
+                ok = false;
+            }
+            p += len + (p[len] == ':');
+        }
+        if (ok)
+            t->ciphersuites = cx_strdup(c, s);
+    }
+    const char **items;
+    long ni;
+    if ((v = map_get(n, "alpn")) && (ni = get_list(c, v, pkey(c, path, "alpn"), false, &items)) > 0 &&
+        (t->alpn = strv_new(c, (size_t)ni))) {
+        t->nalpn = (size_t)ni;
+        for (long i = 0; i < ni; i++)
+            if (items[i] && get_word(c, v->kids[i], pidx(c, pkey(c, path, "alpn"), (size_t)i), protos, 1) == 0)
+                t->alpn[i] = cx_strdup(c, items[i]);
+    }
+    if ((v = map_get(n, "certificates"))) {
+        const char *cpath = pkey(c, path, "certificates");
+        if (!want(c, v, Y_SEQ, cpath))
+            return;
+        if (v->n == 0) {
+            node_err(c, v, "%s: must not be empty (leave it out to serve one certificate)", cpath);
+            return;
+        }
+        if (!(t->certs = cx_calloc(c, v->n, sizeof(*t->certs))))
+            return;
+        t->ncerts = v->n;
+        sni_name *seen = NULL;
+        size_t nseen = 0;
+        for (size_t i = 0; i < v->n; i++)
+            build_sni_cert(c, v->kids[i], pidx(c, cpath, i), &t->certs[i], &seen, &nseen, i);
+        free(seen);
+    }
+}
+
+/* --- planned: route keys -------------------------------------------------------- */
+
+static const char *const split_keys[] = {"upstream", "weight", NULL};
+static const char *const shadow_keys[] = {"upstream", "percent", "compare", "ignore", "methods", NULL};
+static const char *const revents_keys[] = {"topic", "type", "key", "data", "on", NULL};
+static const char *const rewrite_keys[] = {"strip_prefix", "prefix", NULL};
+
+#define SAFE_METHODS (FX_METHOD_BIT(HTTP_GET) | FX_METHOD_BIT(HTTP_HEAD) | FX_METHOD_BIT(HTTP_OPTIONS))
+#define WRITE_METHODS                                                                                        \
+    (FX_METHOD_BIT(HTTP_POST) | FX_METHOD_BIT(HTTP_PUT) | FX_METHOD_BIT(HTTP_PATCH) | FX_METHOD_BIT(HTTP_DELETE))
+
+
+static bool build_split(cx *c, const ynode *n, const char *path, fx_route_conf *r)
+{
+    if (!want(c, n, Y_SEQ, path))
+        return false;
+    if (n->n == 0) {
+        node_err(c, n, "%s: must list at least one upstream", path);
+        return false;
+    }
+    if (!(r->split = cx_calloc(c, n->n, sizeof(*r->split))))
+        return false;
+    r->nsplit = n->n;
+    bool ok = true, weights_ok = true;
+    uint64_t sum = 0, x;
+    for (size_t i = 0; i < n->n; i++) {
+        const ynode *item = n->kids[i], *v;
+        const char *ipath = pidx(c, path, i);
+        fx_split_conf *sp = &r->split[i];
+        sp->upstream = -1;
+        if (!want(c, item, Y_MAP, ipath)) {
+            ok = weights_ok = false;
+            continue;
+        }
+        check_keys(c, item, ipath, split_keys, NULL);
+        if ((v = require(c, item, ipath, "upstream"))) {
+            const char *upath = pkey(c, ipath, "upstream");
+            sp->upstream = upstream_index(c, v, upath);
+            for (size_t j = 0; sp->upstream >= 0 && j < i; j++) {
+                if (r->split[j].upstream == sp->upstream) {
+                    node_err(c, v, "%s: '%s' is already in this split (%s[%zu])", upath,
+                             c->cfg->upstreams[sp->upstream].name, path, j);
+                    sp->upstream = -1;
+                }
+            }
+        }
+        ok &= sp->upstream >= 0;
+        if ((v = require(c, item, ipath, "weight")) && get_uint(c, v, pkey(c, ipath, "weight"), 0, 1000000, &x)) {
+            sp->weight = (unsigned)x;
+            sum += x;
+        } else {
+            ok = weights_ok = false;
+        }
+    }
+    if (weights_ok && sum == 0) {
+        node_err(c, n, "%s: the weights add up to 0; give at least one upstream a weight above 0", path);
+        ok = false;
+    }
+    /* the primary, for code that knows no splits: the first side that gets traffic */
+    for (size_t i = 0; ok && i < r->nsplit && r->upstream < 0; i++)
+        if (r->split[i].weight)
+            r->upstream = r->split[i].upstream;
+    return ok;
+}
+
+static void build_sticky(cx *c, const ynode *n, const char *path, fx_route_conf *r, bool has_split)
+{
+    static const char *const forms[] = {"client_ip"};
+    const char *s = get_str(c, n, path);
+    if (!s)
+        return;
+    int kind = FX_STICKY_NONE;
+    const char *name = NULL;
+    bool ok = true;
+    if (!strcmp(s, "client_ip")) {
+        kind = FX_STICKY_CLIENT_IP;
+    } else if (!strncmp(s, "token.", 6)) {
+        kind = FX_STICKY_TOKEN;
+        ok = claim_ok(name = s + 6);
+    } else if (!strncmp(s, "header:", 7)) {
+        kind = FX_STICKY_HEADER;
+        ok = token_ok(name = s + 7);
+    } else if (!strncmp(s, "cookie:", 7)) {
+        kind = FX_STICKY_COOKIE;
+        ok = token_ok(name = s + 7);
+    }
+    if (!kind || !ok) {
+        const char *hint = "";
+        if (!strncmp(s, "token:", 6) && claim_ok(s + 6))
+            hint = cx_printf(c, " (did you mean 'token.%s'?)", show(c, s + 6));
+        else if ((!strncmp(s, "header.", 7) || !strncmp(s, "cookie.", 7)) && token_ok(s + 7))
+            hint = cx_printf(c, " (did you mean '%.6s:%s'?)", s, show(c, s + 7));
+        else if (!kind)
+            hint = suggest(c, s, forms, 1);
+        node_err(c, n, "%s: expected token.CLAIM, header:NAME, cookie:NAME or client_ip, got '%s'%s", path,
+                 show(c, s), hint);
+        return;
+    }
+    r->sticky = kind;
+    if (name && (r->sticky_name = cx_strdup(c, name)) && kind == FX_STICKY_HEADER)
+        to_lower(r->sticky_name);
+    if (!has_split)
+        node_err(c, n, "%s: only a route with 'split' can be sticky", path);
+    else if (kind == FX_STICKY_TOKEN && r->auth == FX_AUTH_NONE)
+        node_err(c, n, "%s: '%s' needs a verified token, but the route has auth: none", path, show(c, s));
+}
+
+/* "$.a.b", "$.items[*].id", "$.list[0]": the subset of JSONPath shadow.ignore takes. */
+static bool json_path_ok(const char *s)
+{
+    if (s[0] != '$' || !s[1])
+        return false;
+    for (const char *p = s + 1; *p;) {
+        if (*p == '.') {
+            const char *q = ++p;
+            if (*p == '*')
+                p++;
+            else
+                while (is_name_char(*p) || *p == '-')
+                    p++;
+            if (p == q)
+                return false;
+        } else if (*p == '[') {
+            const char *q = ++p;
+            if (*p == '*')
+                p++;
+            else
+                while (is_digit(*p))
+                    p++;
+            if (p == q || *p != ']')
+                return false;
+            p++;
+        } else {
+            return false;
+        }
+    }
+    return true;
+}
+
+static void build_shadow(cx *c, const ynode *n, const char *path, fx_route_conf *r, bool match_ok)
+{
+    static const char *const compares[] = {"status", "headers", "body"};
+    if (!want(c, n, Y_MAP, path))
+        return;
+    check_keys(c, n, path, shadow_keys, NULL);
+    fx_shadow_conf *sh = r->shadow = cx_calloc(c, 1, sizeof(*sh));
+    if (!sh)
+        return;
+    *sh = (fx_shadow_conf){.upstream = -1, .percent = 100, .compare = FX_SHADOW_STATUS | FX_SHADOW_BODY,
+                           .methods = SAFE_METHODS};
+    const ynode *v, *mv = map_get(n, "methods");
+    uint64_t x;
+    if ((v = require(c, n, path, "upstream"))) {
+        sh->upstream = upstream_index(c, v, pkey(c, path, "upstream"));
+        if (sh->upstream >= 0 && !r->split && sh->upstream == r->upstream)
+            node_err(c, v, "%s.upstream: '%s' is already the route's upstream; shadow copies go to another one",
+                     path, c->cfg->upstreams[sh->upstream].name);
+    }
+    if ((v = map_get(n, "percent")) && get_uint(c, v, pkey(c, path, "percent"), 0, 100, &x))
+        sh->percent = (unsigned)x;
+    const char **items;
+    long ni;
+    if ((v = map_get(n, "compare")) && (ni = get_list(c, v, pkey(c, path, "compare"), false, &items)) > 0) {
+        sh->compare = 0;
+        for (long i = 0; i < ni; i++) {
+            int w = items[i] ? get_word(c, v->kids[i], pidx(c, pkey(c, path, "compare"), (size_t)i), compares, 3)
+                             : -1;
+            if (w >= 0)
+                sh->compare |= 1u << w;
+        }
+    }
+    if ((v = map_get(n, "ignore")) && (ni = get_list(c, v, pkey(c, path, "ignore"), true, &items)) > 0 &&
+        (sh->ignore = strv_new(c, (size_t)ni))) {
+        sh->nignore = (size_t)ni;
+        for (long i = 0; i < ni; i++) {
+            const char *s = items[i];
+            if (!s)
+                continue;
+            if (s[0] == '$' ? !json_path_ok(s) : !token_ok(s))
+                node_err(c, v->kids[i],
+                         "%s.ignore[%ld]: expected a JSON path like $.updated_at or a header name, got '%s'", path, i,
+                         show(c, s));
+            else if ((sh->ignore[i] = cx_strdup(c, s)) && s[0] != '$')
+                to_lower(sh->ignore[i]);
+        }
+    }
+    bool methods_ok = true;
+    if (mv)
+        methods_ok = build_methods(c, mv, pkey(c, path, "methods"), &sh->methods);
+    if (match_ok && methods_ok && r->methods && !(r->methods & sh->methods))
+        node_err(c, mv ? mv : n,
+                 "%s: no request of this route is shadowed: the route takes %s, shadow.methods %s %s (a shadowed "
+                 "write runs twice: list it in shadow.methods to mean it)",
+                 mv ? pkey(c, path, "methods") : path, methods_text(c, r->methods),
+                 mv ? "is" : "defaults to", methods_text(c, sh->methods));
+}
+
+static void build_fallback(cx *c, const ynode *n, const char *path, fx_route_conf *r)
+{
+    r->fallback = upstream_index(c, n, path);
+    if (r->fallback >= 0 && !r->split && r->fallback == r->upstream)
+        node_err(c, n, "%s: '%s' is already the route's upstream; a fallback must be another upstream", path,
+                 c->cfg->upstreams[r->fallback].name);
+}
+
+/* events.key: literal text, {param} of the route's template, {token.CLAIM}. */
+static void check_key_template(cx *c, const ynode *n, const char *path, const char *s, const fx_route_conf *r,
+                               bool match_ok)
+{
+    const char *params[FX_ROUTE_MAX_PARAMS + 1];
+    size_t np = 0;
+    for (size_t i = 0; match_ok && i < r->nsegs && np < FX_ROUTE_MAX_PARAMS; i++)
+        if (r->segs[i].is_param)
+            params[np++] = r->segs[i].text;
+    for (const char *p = s; *p; p++) {
+        if (*p == '}') {
+            node_err(c, n, "%s: '}' without '{' in '%s'", path, show(c, s));
+            return;
+        }
+        if (*p != '{')
+            continue;
+        const char *e = strchr(p + 1, '}');
+        if (!e) {
+            node_err(c, n, "%s: '{' without '}' in '%s'", path, show(c, s));
+            return;
+        }
+        const char *name = cx_printf(c, "%.*s", (int)(e - p - 1), p + 1);
+        if (!strncmp(name, "token.", 6)) {
+            if (!claim_ok(name + 6)) {
+                node_err(c, n, "%s: bad claim name in '{%s}'", path, show(c, name));
+                return;
+            }
+            if (r->auth == FX_AUTH_NONE) {
+                node_err(c, n, "%s: '{%s}' needs a verified token, but the route has auth: none", path,
+                         show(c, name));
+                return;
+            }
+        } else if (match_ok) {
+            size_t i = 0;
+            while (i < np && strcmp(name, params[i]))
+                i++;
+            if (i == np) {
+                const char *best = closest(name, params, np);
+                node_err(c, n, "%s: '{%s}' is not a parameter of the route's path '%s'%s", path, show(c, name),
+                         show(c, r->path), best ? cx_printf(c, " (did you mean '{%s}'?)", best) : "");
+                return;
+            }
+        }
+        p = e;
+    }
+}
+
+static void build_route_events(cx *c, const ynode *n, const char *path, fx_route_conf *r, bool match_ok)
+{
+    static const char *const datas[] = {"response", "request", "none"};
+    if (!want(c, n, Y_MAP, path))
+        return;
+    check_keys(c, n, path, revents_keys, NULL);
+    fx_route_events_conf *ev = r->events = cx_calloc(c, 1, sizeof(*ev));
+    if (!ev)
+        return;
+    ev->data = FX_EVENT_DATA_RESPONSE;
+    ev->on = WRITE_METHODS;
+    const ynode *v, *onv = map_get(n, "on");
+    const char *s;
+    if ((v = require(c, n, path, "topic")) && (s = get_str(c, v, pkey(c, path, "topic")))) {
+        if (!topic_ok(s))
+            node_err(c, v, "%s.topic: invalid topic name '%s' (letters, digits, '.', '_' and '-', at most 249)",
+                     path, show(c, s));
+        else
+            ev->topic = cx_strdup(c, s);
+    }
+    if ((v = require(c, n, path, "type")) && (s = get_nonempty(c, v, pkey(c, path, "type"))))
+        ev->type = cx_strdup(c, s);
+    if ((v = require(c, n, path, "key")) && (s = get_str(c, v, pkey(c, path, "key")))) {
+        if (!*s)
+            node_err(c, v, "%s.key: must not be empty (the entity id, like \"{id}\", keeps one entity's events "
+                           "in order)",
+                     path);
+        else
+            check_key_template(c, v, pkey(c, path, "key"), s, r, match_ok);
+        if (*s)
+            ev->key = cx_strdup(c, s);
+    }
+    if ((v = map_get(n, "data"))) {
+        int w = get_word(c, v, pkey(c, path, "data"), datas, 3);
+        if (w >= 0)
+            ev->data = w == 0 ? FX_EVENT_DATA_RESPONSE : w == 1 ? FX_EVENT_DATA_REQUEST : FX_EVENT_DATA_NONE;
+    }
+    bool on_ok = true;
+    if (onv)
+        on_ok = build_methods(c, onv, pkey(c, path, "on"), &ev->on);
+    if (match_ok && on_ok && r->methods && !(r->methods & ev->on))
+        node_err(c, onv ? onv : n, "%s: no request of this route publishes an event: the route takes %s, %s %s",
+                 onv ? pkey(c, path, "on") : path, methods_text(c, r->methods),
+                 onv ? "events.on is" : "events.on defaults to", methods_text(c, ev->on));
+    if (!c->has_events)
+        node_err(c, n, "%s: publishing needs the top-level 'events' section (brokers and spool)", path);
+}
+
+/* rewrite paths: like a prefix in match */
+static bool rewrite_path_ok(cx *c, const ynode *n, const char *path, const char *s)
+{
+    if (s[0] != '/') {
+        node_err(c, n, "%s: '%s' must start with '/'", path, show(c, s));
+        return false;
+    }
+    if (!path_chars_ok(c, n, path, s))
+        return false;
+    if (strpbrk(s, "{}")) {
+        node_err(c, n, "%s: '%s' cannot have parameters", path, show(c, s));
+        return false;
+    }
+    return true;
+}
+
+static void build_rewrite(cx *c, const ynode *n, const char *path, fx_route_conf *r, bool match_ok)
+{
+    if (!want(c, n, Y_MAP, path))
+        return;
+    check_keys(c, n, path, rewrite_keys, NULL);
+    const ynode *sp = map_get(n, "strip_prefix"), *ap = map_get(n, "prefix");
+    if (!sp && !ap) {
+        node_err(c, n, "%s: needs 'strip_prefix', 'prefix' or both", path);
+        return;
+    }
+    const char *s;
+    if (sp && (s = get_str(c, sp, pkey(c, path, "strip_prefix"))) &&
+        rewrite_path_ok(c, sp, pkey(c, path, "strip_prefix"), s)) {
+        /* every path of the route must start with it, or some requests would be forwarded unchanged */
+        size_t fixed = !match_ok ? 0 : r->kind == FX_MATCH_TEMPLATE ? strcspn(r->path, "{") : r->path_len;
+        if (match_ok && (strlen(s) > fixed || memcmp(r->path, s, strlen(s))))
+            node_err(c, sp, "%s.strip_prefix: '%s' does not start every path of this route ('%s')", path, show(c, s),
+                     show(c, r->path));
+        else
+            r->strip_prefix = cx_strdup(c, s);
+    }
+    if (ap && (s = get_str(c, ap, pkey(c, path, "prefix"))) && rewrite_path_ok(c, ap, pkey(c, path, "prefix"), s))
+        r->add_prefix = cx_strdup(c, s);
+}
+
+/* --- planned: auth -------------------------------------------------------------- */
+
+static const char *const auth_keys[] = {"issuers", "clock_skew", "token_from", "forward", "forward_token", NULL};
+static const char *const issuer_keys[] = {"issuer",   "audiences",    "jwks_file",        "jwks_uri",
+                                          "keys",     "jwks_refresh", "jwks_min_refresh", NULL};
+static const char *const key_keys[] = {"kid", "alg", "pem_file", "secret_env", NULL};
+
+static const char *const algs[] = {"HS256", "HS384", "HS512", "RS256", "RS384",
+                                   "RS512", "ES256", "ES384", "PS256"};
+#define NALGS (sizeof(algs) / sizeof(algs[0]))
+
+/* https://HOST[:PORT]/..., or http:// to a loopback host (tests). */
+static void check_uri(cx *c, const ynode *n, const char *path, const char *s)
+{
+    bool plain = !strncmp(s, "http://", 7);
+    if (strncmp(s, "https://", 8) && !plain) {
+        node_err(c, n, "%s: expected an https:// URL, got '%s'", path, show(c, s));
+        return;
+    }
+    for (const char *p = s; *p; p++) {
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f) {
+            node_err(c, n, "%s: '%s' contains a space, control or non-ASCII byte (percent-encode it)", path,
+                     show(c, s));
+            return;
+        }
+    }
+    const char *host = s + (plain ? 7 : 8);
+    size_t hlen = strcspn(host, "/?#");
+    const char *h = cx_printf(c, "%.*s", (int)hlen, host);
+    if (h[0] == '[')
+        h = cx_printf(c, "%.*s", (int)strcspn(h + 1, "]"), h + 1);
+    else
+        h = cx_printf(c, "%.*s", (int)strcspn(h, ":"), h);
+    if (!*h) {
+        node_err(c, n, "%s: '%s' has no host", path, show(c, s));
+        return;
+    }
+    struct in_addr a4;
+    bool loopback = !strcasecmp(h, "localhost") || !strcmp(h, "::1") ||
+                    (inet_pton(AF_INET, h, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127);
+    if (plain && !loopback)
+        node_err(c, n, "%s: plain http is only allowed to a loopback host (127.0.0.1, [::1], localhost); use https "
+                       "for '%s'",
+                 path, show(c, s));
+}
+
+static void build_jwt_key(cx *c, const ynode *n, const char *path, fx_jwt_key_conf *k, const fx_issuer_conf *is,
+                          size_t idx)
+{
+    static const size_t hs_min[] = {32, 48, 64};
+    if (!want(c, n, Y_MAP, path))
+        return;
+    check_keys(c, n, path, key_keys, NULL);
+    const ynode *v, *pem = map_get(n, "pem_file"), *sec = map_get(n, "secret_env");
+    const char *s;
+    if ((v = map_get(n, "kid")) && (s = get_nonempty(c, v, pkey(c, path, "kid")))) {
+        for (size_t j = 0; j < idx; j++) {
+            if (is->keys[j].kid && !strcmp(is->keys[j].kid, s)) {
+                node_err(c, v, "%s.kid: kid '%s' is already used by keys[%zu] of this issuer", path, show(c, s), j);
+                s = NULL;
+                break;
+            }
+        }
+        if (s)
+            k->kid = cx_strdup(c, s);
+    }
+    if ((v = require(c, n, path, "alg")) && (s = get_str(c, v, pkey(c, path, "alg")))) {
+        if (!strcasecmp(s, "none")) {
+            node_err(c, v, "%s.alg: '%s' is never accepted: every token must be signed", path, show(c, s));
+        } else {
+            int a = get_word(c, v, pkey(c, path, "alg"), algs, NALGS);
+            if (a >= 0)
+                k->alg = FX_ALG_HS256 + a;
+        }
+    }
+    bool hmac = k->alg >= FX_ALG_HS256 && k->alg <= FX_ALG_HS512;
+    if (pem && sec)
+        node_err(c, map_key(n, "secret_env"), "%s: use either 'pem_file' or 'secret_env', not both", path);
+    else if (!pem && !sec)
+        node_err(c, n, "%s: needs 'pem_file' (RS, ES and PS algorithms) or 'secret_env' (HS algorithms)", path);
+    else if (k->alg && hmac && pem)
+        node_err(c, map_key(n, "pem_file"), "%s: %s is an HMAC algorithm, its key is a shared secret: use "
+                                            "'secret_env', not 'pem_file'",
+                 path, algs[k->alg - 1]);
+    else if (k->alg && !hmac && sec)
+        node_err(c, map_key(n, "secret_env"), "%s: %s verifies with a public key: use 'pem_file', not 'secret_env'",
+                 path, algs[k->alg - 1]);
+    if (pem)
+        get_file(c, pem, pkey(c, path, "pem_file"), &k->pem_file);
+    if (sec && (s = get_nonempty(c, sec, pkey(c, path, "secret_env")))) {
+        bool name_ok = !is_digit(s[0]);
+        for (const char *p = s; name_ok && *p; p++)
+            name_ok = is_name_char(*p);
+        const char *val = name_ok ? getenv(s) : NULL;
+        if (!name_ok)
+            node_err(c, sec, "%s.secret_env: '%s' is not an environment variable name (letters, digits and '_')",
+                     path, show(c, s));
+        else if (!val)
+            node_err(c, sec, "%s.secret_env: environment variable '%s' is not set", path, s);
+        else if (k->alg && hmac && strlen(val) < hs_min[k->alg - FX_ALG_HS256])
+            node_err(c, sec, "%s.secret_env: the secret in '%s' is %zu bytes; %s needs at least %zu", path, s,
+                     strlen(val), algs[k->alg - 1], hs_min[k->alg - FX_ALG_HS256]);
+        k->secret_env = cx_strdup(c, s);
+    }
+}
+
+static void build_issuer(cx *c, const ynode *n, const char *path, fx_auth_conf *a, size_t idx)
+{
+    fx_issuer_conf *is = &a->issuers[idx];
+    if (!want(c, n, Y_MAP, path))
+        return;
+    check_keys(c, n, path, issuer_keys, NULL);
+    const ynode *v, *file = map_get(n, "jwks_file"), *uri = map_get(n, "jwks_uri"), *keys = map_get(n, "keys");
+    const char *s;
+    if ((v = require(c, n, path, "issuer")) && (s = get_nonempty(c, v, pkey(c, path, "issuer")))) {
+        for (size_t j = 0; j < idx; j++) {
+            if (a->issuers[j].issuer && !strcmp(a->issuers[j].issuer, s)) {
+                node_err(c, v, "%s.issuer: '%s' is already configured by auth.issuers[%zu]", path, show(c, s), j);
+                s = NULL;
+                break;
+            }
+        }
+        if (s)
+            is->issuer = cx_strdup(c, s);
+    }
+    const char **items;
+    long ni;
+    if ((v = require(c, n, path, "audiences")) &&
+        (ni = get_list(c, v, pkey(c, path, "audiences"), false, &items)) > 0 &&
+        (is->audiences = strv_new(c, (size_t)ni))) {
+        is->naudiences = (size_t)ni;
+        for (long i = 0; i < ni; i++)
+            if (items[i])
+                is->audiences[i] = cx_strdup(c, items[i]);
+    }
+    int nsrc = !!file + !!uri + !!keys;
+    if (nsrc == 0)
+        node_err(c, n, "%s: needs one of 'jwks_file', 'jwks_uri' or 'keys'", path);
+    else if (nsrc > 1)
+        node_err(c, n, "%s: use only one of 'jwks_file', 'jwks_uri' and 'keys'", path);
+    if (file)
+        get_file(c, file, pkey(c, path, "jwks_file"), &is->jwks_file);
+    if (uri && (s = get_nonempty(c, uri, pkey(c, path, "jwks_uri")))) {
+        check_uri(c, uri, pkey(c, path, "jwks_uri"), s);
+        is->jwks_uri = cx_strdup(c, s);
+    }
+    if (keys) {
+        const char *kpath = pkey(c, path, "keys");
+        if (!want(c, keys, Y_SEQ, kpath)) {
+            /* reported */
+        } else if (keys->n == 0) {
+            node_err(c, keys, "%s: must list at least one key", kpath);
+        } else if ((is->keys = cx_calloc(c, keys->n, sizeof(*is->keys)))) {
+            is->nkeys = keys->n;
+            for (size_t i = 0; i < keys->n; i++)
+                build_jwt_key(c, keys->kids[i], pidx(c, kpath, i), &is->keys[i], is, i);
+        }
+    }
+    is->jwks_refresh_ms = 600000;
+    is->jwks_min_refresh_ms = 30000;
+    const ynode *rv = map_get(n, "jwks_refresh"), *mv = map_get(n, "jwks_min_refresh");
+    bool r_ok = rv && get_duration(c, rv, pkey(c, path, "jwks_refresh"), 1000, &is->jwks_refresh_ms);
+    bool m_ok = mv && get_duration(c, mv, pkey(c, path, "jwks_min_refresh"), 1000, &is->jwks_min_refresh_ms);
+    if (!uri) {
+        if (rv)
+            node_err(c, map_key(n, "jwks_refresh"), "%s.jwks_refresh: only applies to 'jwks_uri'", path);
+        if (mv)
+            node_err(c, map_key(n, "jwks_min_refresh"), "%s.jwks_min_refresh: only applies to 'jwks_uri'", path);
+    } else if ((r_ok || !rv) && (m_ok || !mv) && (rv || mv) && is->jwks_min_refresh_ms > is->jwks_refresh_ms) {
+        node_err(c, mv ? mv : rv, "%s: jwks_min_refresh ('%s') must not be longer than jwks_refresh ('%s')", path,
+                 mv ? show(c, mv->s) : "30s", rv ? show(c, rv->s) : "10m");
+    }
+}
+
+/* Headers the gateway owns: a claim forwarded in one would break framing or
+ * routing, or let identity be confused with the gateway's own headers. */
+static bool reserved_header(const char *h)
+{
+    static const char *const names[] = {"host",       "content-length", "transfer-encoding", "connection",
+                                        "keep-alive", "te",             "trailer",           "upgrade",
+                                        "proxy-authorization", "proxy-authenticate", "authorization", "cookie",
+                                        "x-request-id", "traceparent", "tracestate", "forwarded"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (!strcasecmp(h, names[i]))
+            return true;
+    return !strncasecmp(h, "x-forwarded-", 12);
+}
+
+static void build_auth(cx *c, const ynode *n)
+{
+    const char *path = "auth";
+    if (!want(c, n, Y_MAP, path))
+        return;
+    check_keys(c, n, path, auth_keys, NULL);
+    fx_auth_conf *a = c->cfg->auth = cx_calloc(c, 1, sizeof(*a));
+    if (!a)
+        return;
+    a->clock_skew_ms = 30000;
+    a->forward_token = 1;
+    const ynode *v;
+    if ((v = require(c, n, path, "issuers"))) {
+        if (!want(c, v, Y_SEQ, "auth.issuers")) {
+            /* reported */
+        } else if (v->n == 0) {
+            node_err(c, v, "auth.issuers: must list at least one issuer");
+        } else if ((a->issuers = cx_calloc(c, v->n, sizeof(*a->issuers)))) {
+            a->nissuers = v->n;
+            for (size_t i = 0; i < v->n; i++)
+                build_issuer(c, v->kids[i], pidx(c, "auth.issuers", i), a, i);
+        }
+    }
+    if ((v = map_get(n, "clock_skew")) && get_duration(c, v, "auth.clock_skew", 0, &a->clock_skew_ms) &&
+        a->clock_skew_ms > 300000) {
+        node_err(c, v, "auth.clock_skew: at most 5m, got '%s' (a long skew keeps expired tokens usable)",
+                 show(c, v->s));
+        a->clock_skew_ms = 300000;
+    }
+    const char **items;
+    long ni;
+    if ((v = map_get(n, "token_from")) && (ni = get_list(c, v, "auth.token_from", true, &items)) > 0 &&
+        (a->token_from = cx_calloc(c, (size_t)ni, sizeof(*a->token_from)))) {
+        a->ntoken_from = (size_t)ni;
+        for (long i = 0; i < ni; i++) {
+            const char *s = items[i];
+            if (!s)
+                continue;
+            int kind = !strncmp(s, "header:", 7) ? FX_TOKEN_HEADER : !strncmp(s, "cookie:", 7) ? FX_TOKEN_COOKIE : 0;
+            if (!kind || !token_ok(s + 7))
+                node_err(c, v->kids[i], "auth.token_from[%ld]: expected header:NAME or cookie:NAME, got '%s'", i,
+                         show(c, s));
+            else if ((a->token_from[i].name = cx_strdup(c, s + 7)))
+                a->token_from[i].kind = kind;
+        }
+    } else if (!v && (a->token_from = cx_calloc(c, 1, sizeof(*a->token_from))) &&
+               (a->token_from[0].name = cx_strdup(c, "Authorization"))) {
+        a->ntoken_from = 1;
+        a->token_from[0].kind = FX_TOKEN_HEADER;
+    }
+    if ((v = map_get(n, "forward")) && want(c, v, Y_MAP, "auth.forward")) {
+        check_keys(c, v, "auth.forward", NULL, NULL);
+        if (v->n && (a->forward = cx_calloc(c, v->n, sizeof(*a->forward)))) {
+            a->nforward = v->n;
+            for (size_t i = 0; i < v->n; i++) {
+                const ynode *k = MAP_KEY(v, i), *val = MAP_VAL(v, i);
+                if (k->type != Y_SCALAR)
+                    continue; /* reported */
+                const char *fpath = pkey(c, "auth.forward", k->s);
+                bool ok = true;
+                if (!token_ok(k->s)) {
+                    node_err(c, k, "auth.forward: '%s' is not a header name", show(c, k->s));
+                    ok = false;
+                } else if (reserved_header(k->s)) {
+                    node_err(c, k, "auth.forward: '%s' is managed by the gateway and cannot carry a claim",
+                             show(c, k->s));
+                    ok = false;
+                }
+                for (size_t j = 0; ok && j < i; j++) {
+                    const ynode *kj = MAP_KEY(v, j);
+                    if (kj->type == Y_SCALAR && strcmp(kj->s, k->s) && !strcasecmp(kj->s, k->s)) {
+                        node_err(c, k, "auth.forward: '%s' is the same header as '%s' (line %d): header names "
+                                       "ignore case",
+                                 show(c, k->s), show(c, kj->s), kj->line);
+                        ok = false;
+                    }
+                }
+                const char *claim = get_str(c, val, fpath);
+                if (claim && !claim_ok(claim))
+                    node_err(c, val, "%s: expected a claim name like sub or roles, got '%s'", fpath, show(c, claim));
+                else if (claim && ok) {
+                    a->forward[i].header = cx_strdup(c, k->s);
+                    a->forward[i].claim = cx_strdup(c, claim);
+                }
+            }
+        }
+    }
+    if ((v = map_get(n, "forward_token")))
+        get_bool(c, v, "auth.forward_token", &a->forward_token);
+}
+
+/* --- planned: policies ------------------------------------------------------------ */
+
+static const char *const policies_keys[] = {"files", "mode", NULL};
+
+static int cmp_strp(const void *pa, const void *pb)
+{
+    return strcmp(*(char *const *)pa, *(char *const *)pb);
+}
+
+/* The glob for a pattern from the config: its directory part is the config
+ * file's directory, escaped, so only the operator's wildcards act. */
+static char *glob_pattern(cx *c, const char *pat)
+{
+    if (pat[0] == '/' || !*c->dir)
+        return cx_strdup(c, pat);
+    char *out = NULL;
+    size_t olen = 0;
+    FILE *f = open_memstream(&out, &olen);
+    if (!f) {
+        cx_oom(c);
+        return NULL;
+    }
+    for (const char *p = c->dir; *p; p++) {
+        if (strchr("*?[\\", *p))
+            fputc('\\', f);
+        fputc(*p, f);
+    }
+    if (c->dir[strlen(c->dir) - 1] != '/')
+        fputc('/', f);
+    fputs(pat, f);
+    if (fclose(f) != 0 || !out) {
+        free(out);
+        cx_oom(c);
+        return NULL;
+    }
+    return out;
+}
+
+static void build_policies(cx *c, const ynode *n)
+{
+    static const char *const modes[] = {"enforce", "audit"};
+    const char *path = "policies";
+    if (!want(c, n, Y_MAP, path))
+        return;
+    check_keys(c, n, path, policies_keys, NULL);
+    fx_policies_conf *p = c->cfg->policies = cx_calloc(c, 1, sizeof(*p));
+    if (!p)
+        return;
+    const ynode *v;
+    const char **items;
+    long ni;
+    if ((v = require(c, n, path, "files")) && (ni = get_list(c, v, "policies.files", false, &items)) > 0) {
+        char **found = NULL;
+        size_t nfound = 0;
+        for (long i = 0; i < ni; i++) {
+            const char *s = items[i];
+            if (!s)
+                continue;
+            const char *slash = strrchr(s, '/');
+            bool wild = strpbrk(slash ? slash + 1 : s, "*?[") != NULL;
+            if (slash && strcspn(s, "*?[") < (size_t)(slash - s)) {
+                node_err(c, v->kids[i], "policies.files[%ld]: wildcards may only be used in the file name, not in "
+                                        "directories ('%s')",
+                         i, show(c, s));
+                continue;
+            }
+            char *pat = glob_pattern(c, s), *full = resolve_path(c, s);
+            glob_t g;
+            int gr = pat ? glob(pat, GLOB_ERR, NULL, &g) : GLOB_NOSPACE;
+            size_t before = nfound;
+            for (size_t j = 0; gr == 0 && j < g.gl_pathc; j++) {
+                struct stat st;
+                if (stat(g.gl_pathv[j], &st) != 0 || !S_ISREG(st.st_mode))
+                    continue;
+                char **grown = realloc(found, (nfound + 1) * sizeof(*found));
+                if (!grown || !(grown[nfound] = strdup(g.gl_pathv[j]))) {
+                    if (grown)
+                        found = grown;
+                    cx_oom(c);
+                    break;
+                }
+                found = grown;
+                nfound++;
+            }
+            if (gr == 0)
+                globfree(&g);
+            if (gr == GLOB_NOSPACE)
+                cx_oom(c);
+            else if (nfound == before && full)
+                node_err(c, v->kids[i], wild ? "policies.files[%ld]: '%s' matches no file%s"
+                                             : "policies.files[%ld]: file '%s' does not exist%s",
+                         i, show_path(c, s), looked_for(c, s, full));
+            free(pat);
+            free(full);
+        }
+        if (nfound > 1)
+            qsort(found, nfound, sizeof(*found), cmp_strp);
+        size_t k = 0;
+        for (size_t i = 0; i < nfound; i++) {
+            if (k && !strcmp(found[k - 1], found[i]))
+                free(found[i]);
+            else
+                found[k++] = found[i];
+        }
+        p->files = found;
+        p->nfiles = k;
+    }
+    if ((v = map_get(n, "mode"))) {
+        int w = get_word(c, v, "policies.mode", modes, 2);
+        if (w >= 0)
+            p->mode = w == 0 ? FX_POLICY_ENFORCE : FX_POLICY_AUDIT;
+    }
+}
+
+/* --- planned: events -------------------------------------------------------------- */
+
+static const char *const events_keys[] = {"brokers",   "spool_dir",         "spool_max_bytes", "when_full",
+                                          "delivery",  "dead_letter_topic", "max_data_bytes",  "kafka",
+                                          NULL};
+
+/* "host:port,host:port" (spaces after commas allowed) → the same without
+ * spaces, or NULL after an error. Names are fine here: librdkafka resolves them. */
+static char *broker_list(cx *c, const ynode *n, const char *path, const char *s)
+{
+    char *out = NULL;
+    size_t olen = 0;
+    FILE *f = open_memstream(&out, &olen);
+    if (!f) {
+        cx_oom(c);
+        return NULL;
+    }
+    bool ok = true, first = true;
+    for (const char *p = s; ok;) {
+        while (*p == ' ')
+            p++;
+        size_t len = strcspn(p, ",");
+        while (len && p[len - 1] == ' ')
+            len--;
+        const char *one = cx_printf(c, "%.*s", (int)len, p);
+        const char *colon = strrchr(one, ':');
+        const char *host = one;
+        size_t hlen = colon ? (size_t)(colon - one) : 0;
+        if (hlen >= 2 && host[0] == '[' && host[hlen - 1] == ']') {
+            struct in6_addr a6;
+            ok = inet_pton(AF_INET6, cx_printf(c, "%.*s", (int)hlen - 2, host + 1), &a6) == 1;
+        } else {
+            ok = hlen > 0 && host_name_ok(cx_printf(c, "%.*s", (int)hlen, host), false);
+        }
+        uint64_t port = 0;
+        const char *end = colon ? parse_u64(colon + 1, &port) : NULL;
+        ok = ok && end && !*end && port >= 1 && port <= 65535;
+        if (!ok) {
+            node_err(c, n, "%s: invalid broker address '%s'%s (expected embedded, or host:port,host:port)", path,
+                     show(c, one), strcmp(one, s) ? cx_printf(c, " in '%s'", show(c, s)) : "");
+            break;
+        }
+        fprintf(f, "%s%s", first ? "" : ",", one);
+        first = false;
+        p += strcspn(p, ",");
+        if (!*p)
+            break;
+        p++;
+    }
+    if (fclose(f) != 0 || !out) {
+        free(out);
+        cx_oom(c);
+        return NULL;
+    }
+    if (!ok) {
+        free(out);
+        return NULL;
+    }
+    return out;
+}
+
+static void build_events(cx *c, const ynode *n)
+{
+    static const char *const fulls[] = {"reject", "drop"}, *const deliveries[] = {"async", "sync"};
+    /* properties ficus sets itself: the delivery guarantee depends on them */
+    static const char *const owned[] = {"bootstrap.servers", "metadata.broker.list", "enable.idempotence", "acks",
+                                        "request.required.acks"};
+    const char *path = "events";
+    if (!want(c, n, Y_MAP, path))
+        return;
+    check_keys(c, n, path, events_keys, NULL);
+    fx_events_conf *e = c->cfg->events = cx_calloc(c, 1, sizeof(*e));
+    if (!e)
+        return;
+    e->spool_max_bytes = MIB * 1024;
+    e->max_data_bytes = MIB;
+    const ynode *v;
+    const char *s;
+    if ((v = require(c, n, path, "brokers")) && (s = get_nonempty(c, v, "events.brokers"))) {
+        if (!strcmp(s, "embedded"))
+            e->embedded = 1;
+        else
+            e->brokers = broker_list(c, v, "events.brokers", s);
+    }
+    if ((v = map_get(n, "spool_dir"))) {
+        if ((s = get_nonempty(c, v, "events.spool_dir")))
+            e->spool_dir = resolve_path(c, s);
+    } else {
+        e->spool_dir = resolve_path(c, "var/spool");
+    }
+    if ((v = map_get(n, "spool_max_bytes")))
+        get_size(c, v, "events.spool_max_bytes", MIB, SIZE_MAX, &e->spool_max_bytes);
+    int w;
+    if ((v = map_get(n, "when_full")) && (w = get_word(c, v, "events.when_full", fulls, 2)) >= 0)
+        e->when_full = w == 0 ? FX_SPOOL_REJECT : FX_SPOOL_DROP;
+    if ((v = map_get(n, "delivery")) && (w = get_word(c, v, "events.delivery", deliveries, 2)) >= 0)
+        e->delivery = w == 0 ? FX_DELIVERY_ASYNC : FX_DELIVERY_SYNC;
+    if ((v = map_get(n, "dead_letter_topic")) && (s = get_str(c, v, "events.dead_letter_topic"))) {
+        if (!topic_ok(s))
+            node_err(c, v, "events.dead_letter_topic: invalid topic name '%s' (letters, digits, '.', '_' and '-', "
+                           "at most 249)",
+                     show(c, s));
+        else
+            e->dead_letter_topic = cx_strdup(c, s);
+    }
+    if ((v = map_get(n, "max_data_bytes")))
+        get_size(c, v, "events.max_data_bytes", 0, 64 * MIB, &e->max_data_bytes);
+    if ((v = map_get(n, "kafka")) && want(c, v, Y_MAP, "events.kafka")) {
+        check_keys(c, v, "events.kafka", NULL, NULL);
+        if (v->n && (e->kafka = cx_calloc(c, v->n, sizeof(*e->kafka)))) {
+            e->nkafka = v->n;
+            for (size_t i = 0; i < v->n; i++) {
+                const ynode *k = MAP_KEY(v, i), *val = MAP_VAL(v, i);
+                if (k->type != Y_SCALAR)
+                    continue; /* reported */
+                const char *kpath = pkey(c, "events.kafka", k->s);
+                bool ok = k->len > 0;
+                for (const char *p = k->s; ok && *p; p++)
+                    ok = (*p >= 'a' && *p <= 'z') || is_digit(*p) || *p == '.' || *p == '_';
+                size_t o = 0;
+                while (o < sizeof(owned) / sizeof(owned[0]) && strcmp(k->s, owned[o]))
+                    o++;
+                if (!ok)
+                    node_err(c, k, "%s: '%s' is not a librdkafka property name (like compression.type)", kpath,
+                             show(c, k->s));
+                else if (o < 2)
+                    node_err(c, k, "%s: set by ficus from events.brokers", kpath);
+                else if (o < sizeof(owned) / sizeof(owned[0]))
+                    node_err(c, k, "%s: set by ficus (idempotent producer, acks=all) for the delivery guarantee",
+                             kpath);
+                const char *sv = get_str(c, val, kpath);
+                if (sv && ok) {
+                    e->kafka[i].key = cx_strdup(c, k->s);
+                    e->kafka[i].value = cx_strdup(c, sv);
+                }
+            }
+        }
+    }
+}
+
+static bool build_upstream_ref(cx *c, const ynode *n, const char *path, fx_route_conf *r)
+{
+    r->upstream = upstream_index(c, n, path);
+    return r->upstream >= 0;
 }
 
 static bool build_route(cx *c, const ynode *n, const char *path, fx_route_conf *r)
@@ -1525,6 +3070,7 @@ static bool build_route(cx *c, const ynode *n, const char *path, fx_route_conf *
     r->line = n->line;
     r->col = n->col;
     r->upstream = -1;
+    r->fallback = -1;
     if (!want(c, n, Y_MAP, path))
         return false;
     check_keys(c, n, path, route_keys, route_planned);
@@ -1541,14 +3087,23 @@ static bool build_route(cx *c, const ynode *n, const char *path, fx_route_conf *
     } else {
         ok = false;
     }
+    bool match_ok = false;
     if ((v = require(c, n, path, "match")))
-        ok &= build_match(c, v, pkey(c, path, "match"), r);
+        ok &= match_ok = build_match(c, v, pkey(c, path, "match"), r);
     else
         ok = false;
-    if ((v = require(c, n, path, "upstream")))
+    const ynode *split = map_get(n, "split");
+    if (split) {
+        /* the split names the upstreams; an 'upstream' beside it would be ambiguous */
+        if (map_get(n, "upstream"))
+            node_err(c, map_key(n, "split"), "%s: a route has either 'upstream' or 'split', not both",
+                     pkey(c, path, "split"));
+        ok &= build_split(c, split, pkey(c, path, "split"), r);
+    } else if ((v = require(c, n, path, "upstream"))) {
         ok &= build_upstream_ref(c, v, pkey(c, path, "upstream"), r);
-    else
+    } else {
         ok = false;
+    }
     if ((v = map_get(n, "auth"))) {
         int a = get_word(c, v, pkey(c, path, "auth"), auth_words, 3);
         if (a < 0)
@@ -1556,6 +3111,19 @@ static bool build_route(cx *c, const ynode *n, const char *path, fx_route_conf *
         else
             r->auth = a == 0 ? FX_AUTH_REQUIRED : a == 1 ? FX_AUTH_OPTIONAL : FX_AUTH_NONE;
     }
+    /* planned keys: errors here do not keep the route out of the cross checks */
+    if ((v = map_get(n, "sticky")))
+        build_sticky(c, v, pkey(c, path, "sticky"), r, split != NULL);
+    if ((v = map_get(n, "shadow")))
+        build_shadow(c, v, pkey(c, path, "shadow"), r, match_ok);
+    if ((v = map_get(n, "fallback")))
+        build_fallback(c, v, pkey(c, path, "fallback"), r);
+    if ((v = map_get(n, "events")))
+        build_route_events(c, v, pkey(c, path, "events"), r, match_ok);
+    if ((v = map_get(n, "rewrite")))
+        build_rewrite(c, v, pkey(c, path, "rewrite"), r, match_ok);
+    if ((v = map_get(n, "retries")))
+        r->retries = build_retries(c, v, pkey(c, path, "retries"));
     return ok;
 }
 
@@ -1830,6 +3398,25 @@ static void build_routes(cx *c, const ynode *n)
     check_unreachable(c, n);
 }
 
+/* stdout | stderr | off | FILE (resolved against the config file's directory) */
+static void get_sink(cx *c, const ynode *v, const char *path, int *sink, char **file)
+{
+    const char *s = get_str(c, v, path);
+    if (!s) {
+        /* reported */
+    } else if (!strcmp(s, "stdout")) {
+        *sink = FX_LOG_STDOUT;
+    } else if (!strcmp(s, "stderr")) {
+        *sink = FX_LOG_STDERR;
+    } else if (!strcmp(s, "off")) {
+        *sink = FX_LOG_OFF;
+    } else if (!*s) {
+        node_err(c, v, "%s: expected stdout, stderr, off or a file path, got ''", path);
+    } else if ((*file = resolve_path(c, s))) {
+        *sink = FX_LOG_FILE;
+    }
+}
+
 static void build_log(cx *c, const ynode *n)
 {
     static const char *const levels[] = {"debug", "info", "warn", "error"};
@@ -1839,22 +3426,10 @@ static void build_log(cx *c, const ynode *n)
         return;
     check_keys(c, n, path, log_keys, log_planned);
     const ynode *v;
-    if ((v = map_get(n, "access"))) {
-        const char *s = get_str(c, v, "log.access");
-        if (!s) {
-            /* reported */
-        } else if (!strcmp(s, "stdout")) {
-            l->access = FX_LOG_STDOUT;
-        } else if (!strcmp(s, "stderr")) {
-            l->access = FX_LOG_STDERR;
-        } else if (!strcmp(s, "off")) {
-            l->access = FX_LOG_OFF;
-        } else if (!*s) {
-            node_err(c, v, "log.access: expected stdout, stderr, off or a file path, got ''");
-        } else if ((l->access_file = cx_strdup(c, s))) {
-            l->access = FX_LOG_FILE;
-        }
-    }
+    if ((v = map_get(n, "access")))
+        get_sink(c, v, "log.access", &l->access, &l->access_file);
+    if ((v = map_get(n, "decisions")))
+        get_sink(c, v, "log.decisions", &l->decisions, &l->decisions_file);
     if ((v = map_get(n, "level"))) {
         int lv = get_word(c, v, "log.level", levels, 4);
         if (lv >= 0)
@@ -1906,6 +3481,7 @@ static void build(cx *c, const ynode *root)
         return;
     check_keys(c, root, "", top_keys, top_planned);
     const ynode *v;
+    c->has_events = map_get(root, "events") != NULL;
     if ((v = require(c, root, "", "listen")))
         build_listen(c, v);
     if ((v = map_get(root, "admin")))
@@ -1920,6 +3496,17 @@ static void build(cx *c, const ynode *root)
         build_routes(c, v);
     if ((v = map_get(root, "log")))
         build_log(c, v);
+    if ((v = map_get(root, "auth")))
+        build_auth(c, v);
+    if ((v = map_get(root, "policies"))) {
+        build_policies(c, v);
+        const ynode *mode = v->type == Y_MAP ? map_get(v, "mode") : NULL;
+        const fx_config *cfg = c->cfg;
+        if (mode && cfg->policies && cfg->policies->mode == FX_POLICY_AUDIT && cfg->log.decisions == FX_LOG_OFF)
+            node_err(c, mode, "policies.mode: audit only logs the decisions it would deny, but log.decisions is off");
+    }
+    if ((v = map_get(root, "events")))
+        build_events(c, v);
     check_listen_addrs(c);
 }
 
@@ -1976,6 +3563,12 @@ static void config_hash(const char *buf, size_t len, char out[65])
 
 fx_config *fx_config_load_buffer(const char *name, const char *buf, size_t len, fx_diags *diags)
 {
+    return fx_config_load_buffer_ex(name, buf, len, 0, diags);
+}
+
+fx_config *fx_config_load_buffer_ex(const char *name, const char *buf, size_t len, unsigned allow,
+                                    fx_diags *diags)
+{
     if (!name)
         name = "<config>";
     if (len > MAX_FILE_BYTES) {
@@ -1986,13 +3579,18 @@ fx_config *fx_config_load_buffer(const char *name, const char *buf, size_t len, 
         buf = "";
         len = 0;
     }
-    cx c = {.file = name, .buf = buf, .len = len};
+    cx c = {.file = name, .buf = buf, .len = len, .features = FX_FEATURES_BUILT | (allow & FX_FEAT_ALL)};
     fx_arena_init(&c.a, 16384);
 
+    /* relative paths in the file start at its directory */
+    const char *slash = strrchr(name, '/');
     fx_config *cfg = c.cfg = calloc(1, sizeof(*cfg));
-    if (!cfg || !(cfg->file = strdup(name))) {
+    if (cfg)
+        cfg->dir = !slash ? strdup("") : slash == name ? strdup("/") : strndup(name, (size_t)(slash - name));
+    if (!cfg || !(cfg->file = strdup(name)) || !cfg->dir) {
         cx_oom(&c);
     } else {
+        c.dir = cfg->dir;
         cfg->limits = (fx_limits_conf){
             .max_header_bytes = 32 * KIB,
             .max_body_bytes = 10 * MIB,
@@ -2003,6 +3601,7 @@ fx_config *fx_config_load_buffer(const char *name, const char *buf, size_t len, 
             .max_connections = 10000,
         };
         cfg->log.access = FX_LOG_STDOUT;
+        cfg->log.decisions = FX_LOG_STDOUT;
         cfg->log.level = 1;
         ynode *root = read_tree(&c);
         if (root)
