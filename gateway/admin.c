@@ -27,6 +27,7 @@
 
 #include "arena.h"
 #include "http1.h"
+#include "jwks.h"
 #include "log.h"
 #include "sock.h"
 
@@ -141,6 +142,16 @@ static void metrics_text(fx_server *s, struct evbuffer *b)
                         "# TYPE ficus_config_loaded_timestamp_seconds gauge\n"
                         "ficus_config_loaded_timestamp_seconds %lld\n",
                         cfg->hash, (long long)cfg->loaded_at);
+    evbuffer_add_printf(b, "# HELP ficus_jwt_rejections_total Tokens refused at the edge, by reason.\n"
+                           "# TYPE ficus_jwt_rejections_total counter\n");
+    for (int r = FX_JWT_MISSING; r <= FX_JWT_BAD_ISSUER; r++) {
+        unsigned long sum = 0;
+        for (unsigned i = 0; i < s->nworkers; i++)
+            sum += atomic_load_explicit(&s->workers[i].authn.rejections[r], memory_order_relaxed);
+        evbuffer_add_printf(b, "ficus_jwt_rejections_total{reason=\"%s\"} %lu\n",
+                            fx_jwt_reason_name((fx_jwt_reason)r), sum);
+    }
+    fx_jwks_metrics(s->jwks, cfg, b);
     evbuffer_add_printf(b,
                         "# HELP ficus_connections_active Client connections open now.\n"
                         "# TYPE ficus_connections_active gauge\n"
@@ -266,8 +277,26 @@ static void handle(admin_conn *c, const fx_http_msg *m)
         if (!get)
             goto not_allowed;
         int draining = atomic_load(&s->draining);
-        evbuffer_add_printf(b, "{\"status\":\"%s\"}\n", draining ? "draining" : "ready");
-        respond(c, draining ? 503 : 200, "application/json", b, keep);
+        const char *waiting = NULL;
+        fx_config *cfg = fx_server_config(s);
+        int ready = !draining && fx_jwks_ready(s->jwks, cfg, &waiting);
+        /* and every worker has taken the newest key sets, so no request meets an older table */
+        for (unsigned i = 0; ready && i < s->nworkers; i++)
+            ready = fx_authn_keys_taken(&s->workers[i].authn);
+        if (ready || draining) {
+            evbuffer_add_printf(b, "{\"status\":\"%s\"}\n", draining ? "draining" : "ready");
+        } else {
+            char why[600];
+            if (waiting)
+                snprintf(why, sizeof(why), "no key set yet from the jwks_uri of issuer '%s'", waiting);
+            else
+                snprintf(why, sizeof(why), "the workers have not taken the newest key sets yet");
+            evbuffer_add_printf(b, "{\"status\":\"starting\",\"detail\":");
+            json_str(b, why);
+            evbuffer_add(b, "}\n", 2);
+        }
+        fx_config_unref(cfg); /* after the message: `waiting` points into it */
+        respond(c, ready ? 200 : 503, "application/json", b, keep);
     } else if (fx_slice_eq(path, FX_SLICE_LIT("/metrics"))) {
         if (!get)
             goto not_allowed;

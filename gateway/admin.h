@@ -4,7 +4,8 @@
  * and reload.
  *
  *   GET  /healthz          200 while the process runs
- *   GET  /readyz           200 when serving, 503 while draining
+ *   GET  /readyz           200 when serving; 503 while draining, or while a jwks_uri key set
+ *                          has not been fetched yet
  *   GET  /metrics          Prometheus text format
  *   GET  /admin/config     the running config as JSON, with its hash and load time
  *   POST /admin/reload     reload from the file: 200, or 400 with the errors

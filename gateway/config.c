@@ -31,6 +31,8 @@
  */
 #include "config.h"
 
+#include "ficus_authz.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -394,6 +396,7 @@ static void auth_free(fx_auth_conf *a)
             free(is->keys[j].secret_env);
         }
         free(is->keys);
+        fx_jwt_keyset_unref(is->keyset);
     }
     free(a->issuers);
     for (size_t i = 0; i < a->ntoken_from; i++)
@@ -512,6 +515,7 @@ typedef struct cx {
     unsigned features;  /* FX_FEAT_* whose keys are accepted: built ones, plus the caller's */
     const char *dir;    /* relative paths start here ("" = the working directory) */
     bool has_events;    /* the top-level 'events' section is present */
+    EVP_MD_CTX *auth_fp; /* fingerprint of the trust material, while auth is built */
 } cx;
 
 static void cx_verr(cx *c, int line, int col, const char *fmt, va_list ap)
@@ -1289,7 +1293,7 @@ static const planned_key log_planned[] = {{"decisions", FX_FEAT_POLICIES}, {NULL
 
 /* Features whose code is in this build (FX_FEAT_* bits): their keys are
  * accepted. A stage that builds one adds its bit here. */
-#define FX_FEATURES_BUILT 0u
+#define FX_FEATURES_BUILT (FX_FEAT_AUTH | FX_FEAT_JWKS_URI)
 
 /* Defined with the planned keys, further down. */
 static void build_listen_tls(cx *c, const ynode *n, const char *path, fx_listen_conf *l);
@@ -2528,8 +2532,11 @@ static void build_rewrite(cx *c, const ynode *n, const char *path, fx_route_conf
 /* --- planned: auth -------------------------------------------------------------- */
 
 static const char *const auth_keys[] = {"issuers", "clock_skew", "token_from", "forward", "forward_token", NULL};
-static const char *const issuer_keys[] = {"issuer",   "audiences",    "jwks_file",        "jwks_uri",
-                                          "keys",     "jwks_refresh", "jwks_min_refresh", NULL};
+static const char *const issuer_keys[] = {"issuer", "audiences", "jwks_file", "keys", NULL};
+static const planned_key issuer_planned[] = {{"jwks_uri", FX_FEAT_JWKS_URI},
+                                             {"jwks_refresh", FX_FEAT_JWKS_URI},
+                                             {"jwks_min_refresh", FX_FEAT_JWKS_URI},
+                                             {NULL, 0}};
 static const char *const key_keys[] = {"kid", "alg", "pem_file", "secret_env", NULL};
 
 static const char *const algs[] = {"HS256", "HS384", "HS512", "RS256", "RS384",
@@ -2554,13 +2561,36 @@ static void check_uri(cx *c, const ynode *n, const char *path, const char *s)
     const char *host = s + (plain ? 7 : 8);
     size_t hlen = strcspn(host, "/?#");
     const char *h = cx_printf(c, "%.*s", (int)hlen, host);
-    if (h[0] == '[')
-        h = cx_printf(c, "%.*s", (int)strcspn(h + 1, "]"), h + 1);
-    else
+    if (strchr(h, '@')) {
+        node_err(c, n, "%s: user information ('user:password@') in the URL is not supported", path);
+        return;
+    }
+    const char *port;
+    if (h[0] == '[') {
+        size_t in = strcspn(h + 1, "]");
+        port = h[1 + in] ? h + 2 + in : NULL;
+        h = cx_printf(c, "%.*s", (int)in, h + 1);
+        if (!port) {
+            node_err(c, n, "%s: '%s': unterminated IPv6 address", path, show(c, s));
+            return;
+        }
+    } else {
+        port = strchr(h, ':');
         h = cx_printf(c, "%.*s", (int)strcspn(h, ":"), h);
+    }
     if (!*h) {
         node_err(c, n, "%s: '%s' has no host", path, show(c, s));
         return;
+    }
+    if (port && *port) {
+        unsigned long p = 0;
+        bool ok = port[0] == ':' && port[1];
+        for (const char *q = port + 1; ok && *q; q++)
+            ok = *q >= '0' && *q <= '9' && (p = p * 10 + (unsigned long)(*q - '0')) <= 65535;
+        if (!ok || p == 0) {
+            node_err(c, n, "%s: '%s': bad port (expected 1 to 65535)", path, show(c, s));
+            return;
+        }
     }
     struct in_addr a4;
     bool loopback = !strcasecmp(h, "localhost") || !strcmp(h, "::1") ||
@@ -2631,12 +2661,112 @@ static void build_jwt_key(cx *c, const ynode *n, const char *path, fx_jwt_key_co
     }
 }
 
+#define MAX_KEY_FILE (1024 * 1024)
+
+/* Reads a key file (bounded); malloc'd, *len set; NULL after an error at `n`. */
+static char *read_key_file(cx *c, const ynode *n, const char *path, const char *file, size_t *len)
+{
+    FILE *f = fopen(file, "rb");
+    if (!f) {
+        node_err(c, n, "%s: cannot read '%s': %s", path, file, strerror(errno));
+        return NULL;
+    }
+    char *buf = malloc(MAX_KEY_FILE + 1);
+    size_t got = buf ? fread(buf, 1, MAX_KEY_FILE + 1, f) : 0;
+    int bad = ferror(f);
+    fclose(f);
+    if (!buf || bad || got > MAX_KEY_FILE) {
+        node_err(c, n, "%s: cannot use '%s': %s", path, file,
+                 !buf ? "out of memory" : bad ? "read error" : "larger than 1 MiB");
+        free(buf);
+        return NULL;
+    }
+    buf[got] = '\0';
+    *len = got;
+    return buf;
+}
+
+static void fp_add(cx *c, const void *p, size_t n)
+{
+    if (c->auth_fp) {
+        uint64_t len = n;
+        EVP_DigestUpdate(c->auth_fp, &len, sizeof(len)); /* length-prefixed: no ambiguity */
+        EVP_DigestUpdate(c->auth_fp, p, n);
+    }
+}
+
+/*
+ * The issuer's keys, loaded now (authz library), so that a malformed or weak
+ * key is a config error at its place and a running gateway never meets one.
+ */
+static void load_issuer_keys(cx *c, const ynode *n, const char *path, fx_issuer_conf *is)
+{
+    char err[256];
+    fp_add(c, is->issuer, strlen(is->issuer));
+    for (size_t i = 0; i < is->naudiences; i++)
+        fp_add(c, is->audiences[i], strlen(is->audiences[i]));
+    if (is->jwks_uri) {
+        fp_add(c, is->jwks_uri, strlen(is->jwks_uri));
+        return;
+    }
+    if (!(is->keyset = fx_jwt_keyset_new())) {
+        cx_oom(c);
+        return;
+    }
+    if (is->jwks_file) {
+        const ynode *fn = map_get(n, "jwks_file");
+        const char *kpath = pkey(c, path, "jwks_file");
+        size_t len = 0;
+        char *buf = read_key_file(c, fn, kpath, is->jwks_file, &len);
+        if (!buf)
+            return;
+        fp_add(c, buf, len);
+        if (fx_jwt_keyset_add_jwks(is->keyset, buf, len, err, sizeof(err)) < 0)
+            node_err(c, fn, "%s: %s", kpath, err);
+        else if (fx_jwt_keyset_count(is->keyset) == 0)
+            node_err(c, fn, "%s: the key set has no signing keys", kpath);
+        free(buf);
+        return;
+    }
+    const ynode *keys = map_get(n, "keys");
+    for (size_t i = 0; keys && i < is->nkeys && i < keys->n; i++) {
+        const fx_jwt_key_conf *k = &is->keys[i];
+        const ynode *kn = keys->kids[i];
+        const char *kpath = pidx(c, pkey(c, path, "keys"), i);
+        fx_jwt_algorithm alg = (fx_jwt_algorithm)k->alg; /* FX_ALG_* and FX_JWT_ALG_* share values */
+        if (k->kid)
+            fp_add(c, k->kid, strlen(k->kid));
+        fp_add(c, &alg, sizeof(alg));
+        if (k->pem_file) {
+            const ynode *pn = map_get(kn, "pem_file");
+            size_t len = 0;
+            char *buf = read_key_file(c, pn, pkey(c, kpath, "pem_file"), k->pem_file, &len);
+            if (!buf)
+                continue;
+            fp_add(c, buf, len);
+            if (fx_jwt_keyset_add_pem(is->keyset, k->kid, alg, buf, len, err, sizeof(err)) < 0)
+                node_err(c, pn, "%s.pem_file: %s", kpath, err);
+            free(buf);
+        } else if (k->secret_env) {
+            const ynode *sn = map_get(kn, "secret_env");
+            const char *val = getenv(k->secret_env);
+            if (!val)
+                continue; /* reported by build_jwt_key */
+            fp_add(c, val, strlen(val));
+            if (fx_jwt_keyset_add_secret(is->keyset, k->kid, alg, (const unsigned char *)val,
+                                         strlen(val), err, sizeof(err)) < 0)
+                node_err(c, sn, "%s.secret_env: %s", kpath, err);
+        }
+    }
+}
+
 static void build_issuer(cx *c, const ynode *n, const char *path, fx_auth_conf *a, size_t idx)
 {
     fx_issuer_conf *is = &a->issuers[idx];
+    size_t errors_before = c->errors;
     if (!want(c, n, Y_MAP, path))
         return;
-    check_keys(c, n, path, issuer_keys, NULL);
+    check_keys(c, n, path, issuer_keys, issuer_planned);
     const ynode *v, *file = map_get(n, "jwks_file"), *uri = map_get(n, "jwks_uri"), *keys = map_get(n, "keys");
     const char *s;
     if ((v = require(c, n, path, "issuer")) && (s = get_nonempty(c, v, pkey(c, path, "issuer")))) {
@@ -2697,6 +2827,8 @@ static void build_issuer(cx *c, const ynode *n, const char *path, fx_auth_conf *
         node_err(c, mv ? mv : rv, "%s: jwks_min_refresh ('%s') must not be longer than jwks_refresh ('%s')", path,
                  mv ? show(c, mv->s) : "30s", rv ? show(c, rv->s) : "10m");
     }
+    if (c->errors == errors_before && (c->features & FX_FEAT_AUTH) && is->issuer)
+        load_issuer_keys(c, n, path, is);
 }
 
 /* Headers the gateway owns: a claim forwarded in one would break framing or
@@ -2713,6 +2845,8 @@ static bool reserved_header(const char *h)
     return !strncasecmp(h, "x-forwarded-", 12);
 }
 
+static void build_auth_body(cx *c, const ynode *n, fx_auth_conf *a);
+
 static void build_auth(cx *c, const ynode *n)
 {
     const char *path = "auth";
@@ -2722,6 +2856,26 @@ static void build_auth(cx *c, const ynode *n)
     fx_auth_conf *a = c->cfg->auth = cx_calloc(c, 1, sizeof(*a));
     if (!a)
         return;
+    c->auth_fp = EVP_MD_CTX_new();
+    if (c->auth_fp && !EVP_DigestInit_ex(c->auth_fp, EVP_sha256(), NULL)) {
+        EVP_MD_CTX_free(c->auth_fp);
+        c->auth_fp = NULL;
+    }
+    build_auth_body(c, n, a);
+    if (c->auth_fp) {
+        fp_add(c, &a->clock_skew_ms, sizeof(a->clock_skew_ms));
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned int mdlen = 0;
+        if (EVP_DigestFinal_ex(c->auth_fp, md, &mdlen) && mdlen >= 8)
+            memcpy(&a->fingerprint, md, sizeof(a->fingerprint));
+        EVP_MD_CTX_free(c->auth_fp);
+        c->auth_fp = NULL;
+    }
+}
+
+static void build_auth_body(cx *c, const ynode *n, fx_auth_conf *a)
+{
+    const char *path = "auth";
     a->clock_skew_ms = 30000;
     a->forward_token = 1;
     const ynode *v;

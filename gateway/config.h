@@ -75,8 +75,9 @@ enum fx_feature {
     FX_FEAT_BREAKER = 1u << 9,      /* upstreams.X.max_pending, upstreams.X.max_connections */
     FX_FEAT_TLS_LISTEN = 1u << 10,  /* listen[].tls */
     FX_FEAT_TLS_UPSTREAM = 1u << 11, /* upstreams.X.tls */
+    FX_FEAT_JWKS_URI = 1u << 12,    /* auth.issuers[].jwks_uri, jwks_refresh, jwks_min_refresh */
 };
-#define FX_FEAT_ALL ((1u << 12) - 1)
+#define FX_FEAT_ALL ((1u << 13) - 1)
 
 /* File paths below are stored resolved: a relative path in the YAML is taken
  * relative to the directory of the config file. Each file was checked to
@@ -186,6 +187,8 @@ typedef struct fx_issuer_conf {
     uint64_t jwks_min_refresh_ms; /* jwks_uri: refetch on unknown kid at most this often; default 30 s */
     fx_jwt_key_conf *keys;
     size_t nkeys;
+    struct fx_jwt_keyset *keyset; /* jwks_file / keys: loaded with the config (authz/ficus_authz.h);
+                                     jwks_uri: NULL, the fetcher owns those keys */
 } fx_issuer_conf;
 
 enum fx_token_source { FX_TOKEN_HEADER = 1, FX_TOKEN_COOKIE };
@@ -210,6 +213,8 @@ typedef struct fx_auth_conf {
     fx_forward_conf *forward;
     size_t nforward;
     int forward_token;            /* default 1 */
+    uint64_t fingerprint;         /* of issuers, audiences, skew and key material: a verified-token
+                                     cache entry counts only under the same fingerprint */
 } fx_auth_conf;
 
 enum fx_policy_mode { FX_POLICY_ENFORCE = 0, FX_POLICY_AUDIT };

@@ -9,12 +9,17 @@
  */
 #include <event2/event.h>
 #include <openssl/crypto.h>
+#include <errno.h>
+#include <openssl/crypto.h>
 #include <signal.h>
+#include <stdlib.h>
+#include <time.h>
 #include <stdio.h>
 #include <string.h>
 #include <yaml.h>
 
 #include "config.h"
+#include "ficus_authz.h"
 #include "llhttp.h"
 #include "log.h"
 #include "server.h"
@@ -31,6 +36,9 @@ static const char usage[] =
     "                    run the gateway (FILE defaults to config/ficus.yaml);\n"
     "                    --watch reloads the config when the file changes\n"
     "  check [-c FILE]   validate the configuration; exit 0 valid, 1 invalid\n"
+    "  token --key FILE --alg ALG [--kid K] [--claims JSON] [--ttl 1h]\n"
+    "                    mint a signed token (dev and tests): FILE is a PEM private\n"
+    "                    key (RS/PS/ES) or the secret itself (HS)\n"
     "  version           print the version and the library versions\n";
 
 static const char *config_arg(int argc, char **argv, int *bad, int *watch)
@@ -47,6 +55,68 @@ static const char *config_arg(int argc, char **argv, int *bad, int *watch)
         }
     }
     return file;
+}
+
+static int cmd_token(int argc, char **argv)
+{
+    const char *keyfile = NULL, *algname = NULL, *kid = NULL, *claims = "{}", *ttl = "1h";
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        const char **slot = !strcmp(a, "--key")      ? &keyfile
+                            : !strcmp(a, "--alg")    ? &algname
+                            : !strcmp(a, "--kid")    ? &kid
+                            : !strcmp(a, "--claims") ? &claims
+                            : !strcmp(a, "--ttl")    ? &ttl
+                                                     : NULL;
+        if (!slot || i + 1 >= argc) {
+            fprintf(stderr, "ficus token: %s '%s'\n\n%s", slot ? "missing value for" : "unknown argument",
+                    a, usage);
+            return 2;
+        }
+        *slot = argv[++i];
+    }
+    if (!keyfile || !algname) {
+        fprintf(stderr, "ficus token: --key and --alg are required\n\n%s", usage);
+        return 2;
+    }
+    fx_jwt_algorithm alg = fx_jwt_alg_parse(algname, strlen(algname));
+    if (alg == FX_JWT_ALG_NONE) {
+        fprintf(stderr, "ficus token: --alg '%s': use HS256, HS384, HS512, RS256, RS384, RS512, ES256, "
+                        "ES384 or PS256\n", algname);
+        return 2;
+    }
+    uint64_t ttl_ms = 0;
+    if (fx_parse_duration_ms(ttl, &ttl_ms) < 0 || ttl_ms < 1000) {
+        fprintf(stderr, "ficus token: --ttl '%s': a duration of at least 1s, like 15m or 1h\n", ttl);
+        return 2;
+    }
+    FILE *f = fopen(keyfile, "rb");
+    if (!f) {
+        fprintf(stderr, "ficus token: --key %s: %s\n", keyfile, strerror(errno));
+        return 1;
+    }
+    unsigned char key[65536];
+    size_t n = fread(key, 1, sizeof(key), f);
+    fclose(f);
+    if (n == sizeof(key)) {
+        fprintf(stderr, "ficus token: --key %s: larger than 64 KiB\n", keyfile);
+        return 1;
+    }
+    /* a secret file written with echo ends in a newline that is not part of the secret */
+    int hmac = alg == FX_JWT_ALG_HS256 || alg == FX_JWT_ALG_HS384 || alg == FX_JWT_ALG_HS512;
+    if (hmac && n && key[n - 1] == '\n')
+        n--;
+    char err[256];
+    char *tok = fx_jwt_mint(alg, key, n, kid, claims, (int64_t)time(NULL), (int64_t)(ttl_ms / 1000), err,
+                            sizeof(err));
+    OPENSSL_cleanse(key, sizeof(key));
+    if (!tok) {
+        fprintf(stderr, "ficus token: %s\n", err);
+        return 1;
+    }
+    printf("%s\n", tok);
+    free(tok);
+    return 0;
 }
 
 static int cmd_version(void)
@@ -112,6 +182,8 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version"))
         return cmd_version();
+    if (!strcmp(cmd, "token"))
+        return cmd_token(argc, argv);
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
         fputs(usage, stdout);
         return 0;

@@ -34,6 +34,7 @@
 #include <time.h>
 
 #include "arena.h"
+#include "authn.h"
 #include "http1.h"
 #include "log.h"
 #include "router.h"
@@ -72,6 +73,8 @@ struct fx_conn {
     fx_route_match match;
     const fx_upstream_conf *ups;
     fx_pool *pool;
+    fx_jwt_claims *claims;        /* the verified caller, or NULL (anonymous) */
+    const char *auth_reason;      /* for the log when a token was refused */
     char rid[33];
     fx_slice request_id;
     uint64_t t0_us;
@@ -203,7 +206,8 @@ static void access_log(fx_conn *c);
  * Queues a complete error response. `keep` says whether the connection may
  * stay open (only when nothing of the request is left unread).
  */
-static void send_problem(fx_conn *c, int status, const char *detail, int keep)
+static void send_problem_with(fx_conn *c, int status, const char *detail, int keep,
+                              const char *extra_headers)
 {
     ensure_request_id(c);
     fx_worker *w = c->w;
@@ -220,12 +224,15 @@ static void send_problem(fx_conn *c, int status, const char *detail, int keep)
         bl = 0;
     if (w->draining)
         keep = 0;
-    char head[512];
+    char head[1024];
     int hl = snprintf(head, sizeof(head),
                       "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: application/problem+json\r\n"
-                      "Content-Length: %d\r\nX-Request-Id: %.*s\r\n%s\r\n",
+                      "Content-Length: %d\r\nX-Request-Id: %.*s\r\n%s%s\r\n",
                       status, title, fx_worker_date(w), bl, (int)c->request_id.n,
-                      c->request_id.p, keep ? "" : "Connection: close\r\n");
+                      c->request_id.p, extra_headers ? extra_headers : "",
+                      keep ? "" : "Connection: close\r\n");
+    if (hl < 0 || (size_t)hl >= sizeof(head))
+        hl = 0;
     struct evbuffer *out = client_out(c);
     evbuffer_add(out, head, (size_t)hl);
     evbuffer_add(out, body, (size_t)bl);
@@ -236,6 +243,11 @@ static void send_problem(fx_conn *c, int status, const char *detail, int keep)
     c->resp_done = 1;
     if (!keep)
         c->close_after = 1;
+}
+
+static void send_problem(fx_conn *c, int status, const char *detail, int keep)
+{
+    send_problem_with(c, status, detail, keep, NULL);
 }
 
 /* An error before or instead of forwarding: answer it, log it, move on. */
@@ -272,6 +284,10 @@ static void end_request(fx_conn *c)
     if (c->pool)
         fx_pool_release(c->pool); /* before the config: a retired pool may go with it */
     c->pool = NULL;
+    if (c->claims)
+        fx_jwt_claims_unref(c->claims);
+    c->claims = NULL;
+    c->auth_reason = NULL;
     if (c->cfg) {
         fx_config_unref(c->cfg);
         c->cfg = NULL;
@@ -366,6 +382,25 @@ static void read_head(fx_conn *c)
         reject(c, 404, detail, !body_unread && c->req.keep_alive);
         return;
     }
+    fx_authn_result ar;
+    fx_authn_check(&c->w->authn, c->cfg, r, &c->req, &ar);
+    if (ar.reason != FX_JWT_OK) {
+        /* RFC 6750 §3: the challenge says why, in words that carry no key material */
+        char challenge[400], why[200];
+        size_t k = 0;
+        for (const char *p = ar.detail; *p && k < sizeof(why) - 1; p++)
+            why[k++] = (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20) ? '\'' : *p;
+        why[k] = '\0';
+        snprintf(challenge, sizeof(challenge),
+                 "WWW-Authenticate: Bearer error=\"invalid_token\", error_description=\"%s\"\r\n",
+                 why);
+        c->auth_reason = fx_jwt_reason_name(ar.reason);
+        c->ups = &c->cfg->upstreams[r->upstream];
+        send_problem_with(c, 401, ar.detail, !body_unread && c->req.keep_alive, challenge);
+        finish_request(c);
+        return;
+    }
+    c->claims = ar.claims;
     c->ups = &c->cfg->upstreams[r->upstream];
     c->pool = (size_t)r->upstream < c->w->npools ? c->w->pools[r->upstream] : NULL;
     if (c->pool)
@@ -392,12 +427,45 @@ static void read_head(fx_conn *c)
 
 /* ---- the upstream request head -------------------------------------------------------- */
 
+/* A rendered claim is a header value only if it has no control characters. */
+static int header_value_ok(const char *v, int n)
+{
+    for (int i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)v[i];
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+            return 0;
+    }
+    return 1;
+}
+
 static int serialize_upstream_head(fx_conn *c)
 {
     const fx_http_msg *m = &c->req;
+    const fx_auth_conf *auth = c->cfg->auth;
     fx_slice xff_prev[16];
     size_t nxff = 0;
     size_t size = 256 + m->target.n + c->request_id.n + m->host.n * 2 + 64;
+
+    /* identity: the verified claims, rendered now; client-sent copies are dropped below */
+    fx_slice fwd[32];
+    size_t nfwd = auth && auth->nforward < 32 ? auth->nforward : 0;
+    for (size_t i = 0; i < nfwd; i++) {
+        fwd[i] = FX_SLICE_NULL;
+        if (!c->claims)
+            continue;
+        char *buf = fx_arena_alloc(&c->arena, 2048);
+        int n = buf ? fx_jwt_claim_render(c->claims, auth->forward[i].claim, buf, 2048) : -1;
+        if (n < 0)
+            continue;
+        if (!header_value_ok(buf, n)) {
+            fx_log(FX_LOG_WARN, "auth.forward: claim '%s' has control characters; %s not sent",
+                   auth->forward[i].claim, auth->forward[i].header);
+            continue;
+        }
+        fwd[i] = fx_slice_make(buf, (size_t)n);
+        size += strlen(auth->forward[i].header) + (size_t)n + 4;
+    }
+    int drop_authorization = !fx_authn_forward_token(c->cfg);
     for (size_t i = 0; i < m->nheaders; i++) {
         const fx_http_header *h = &m->headers[i];
         size += h->name.n + h->value.n + 4;
@@ -432,6 +500,9 @@ static int serialize_upstream_head(fx_conn *c)
         if (h->flags & (FX_HDR_HOP | FX_HDR_FRAMING | FX_HDR_HOST | FX_HDR_EXPECT | FX_HDR_XFF |
                         FX_HDR_XFWD | FX_HDR_REQUEST_ID))
             continue;
+        if (auth && (fx_authn_is_identity_header(c->cfg, h->name) ||
+                     (drop_authorization && fx_slice_ieq_lit(h->name, "authorization"))))
+            continue; /* a client never speaks for the gateway's identity headers */
         o = put_s(o, h->name);
         o = PUT_LIT(o, ": ");
         o = put_s(o, h->value);
@@ -452,6 +523,14 @@ static int serialize_upstream_head(fx_conn *c)
     o = PUT_LIT(o, "X-Request-Id: ");
     o = put_s(o, c->request_id);
     o = PUT_LIT(o, "\r\n");
+    for (size_t i = 0; i < nfwd; i++) {
+        if (!fwd[i].p)
+            continue;
+        o = put(o, auth->forward[i].header, strlen(auth->forward[i].header));
+        o = PUT_LIT(o, ": ");
+        o = put_s(o, fwd[i]);
+        o = PUT_LIT(o, "\r\n");
+    }
     if (m->upgrade) {
         for (size_t i = 0; i < m->nheaders; i++) {
             const fx_http_header *h = &m->headers[i];
@@ -907,17 +986,33 @@ static void access_log(fx_conn *c)
     const char *route = c->match.route ? c->match.route->name : "";
     const char *ups = c->ups ? c->ups->name : "";
     uint64_t dur = now_us() - c->t0_us;
+    char subject[300] = "", subj[128];
+    if (c->claims) {
+        int sl = fx_jwt_claim_render(c->claims, "sub", subj, sizeof(subj));
+        if (sl > 0) {
+            size_t el = fx_json_escape(subject + 12, sizeof(subject) - 14, subj, (size_t)sl);
+            if (el <= sizeof(subject) - 14) {
+                memcpy(subject, ",\"subject\":\"", 12);
+                subject[12 + el] = '"';
+                subject[13 + el] = '\0';
+            } else {
+                subject[0] = '\0';
+            }
+        }
+    }
     int n = snprintf(line, sizeof(line),
                      "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"request_id\":\"%.*s\","
                      "\"client\":\"%s\",\"method\":\"%.*s\",\"path\":\"%.*s\",\"route\":\"%s\","
                      "\"upstream\":\"%s\",\"status\":%d,\"bytes_in\":%" PRIu64
-                     ",\"bytes_out\":%" PRIu64 ",\"duration_us\":%" PRIu64 "%s%s%s}\n",
+                     ",\"bytes_out\":%" PRIu64 ",\"duration_us\":%" PRIu64 "%s%s%s%s%s%s%s}\n",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
                      tm.tm_sec, ts.tv_nsec / 1000000, (int)c->request_id.n, c->request_id.p,
                      c->client_ip, (int)ml, method, (int)pl, path, route, ups, c->status,
                      c->bytes_in, c->bytes_out, dur,
                      c->upstream_error ? ",\"upstream_error\":\"" : "",
-                     c->upstream_error ? c->upstream_error : "", c->upstream_error ? "\"" : "");
+                     c->upstream_error ? c->upstream_error : "", c->upstream_error ? "\"" : "",
+                     subject, c->auth_reason ? ",\"auth_error\":\"" : "",
+                     c->auth_reason ? c->auth_reason : "", c->auth_reason ? "\"" : "");
     if (n > 0 && (size_t)n < sizeof(line))
         fx_access_log_write(al, line, (size_t)n);
 }

@@ -9,7 +9,9 @@
  *                     listeners, publish the snapshot, tell the workers
  *   worker_reload     a worker adopts the snapshot: pools matched by upstream
  *                     (name + targets), listeners moved, opened or closed
- *   on_ctl            a worker's mailbox: drain / stop / reload bits
+ *   on_ctl            a worker's mailbox: drain / stop / reload / keys bits
+ *   on_keys           main thread: new jwks_uri key sets (jwks.c) into every
+ *                     worker's mailbox
  *
  * The kernel spreads new connections over the workers' sockets; a worker
  * never touches another's connections, pools or buffers. In-flight requests
@@ -34,6 +36,7 @@
 #include <sys/stat.h>
 
 #include "admin.h"
+#include "jwks.h"
 #include "log.h"
 #include "proxy.h"
 #include "upstream.h"
@@ -202,6 +205,8 @@ static void on_ctl(evutil_socket_t fd, short what, void *arg)
         event_base_loopbreak(w->base);
         return;
     }
+    if (orders & FX_CTL_KEYS)
+        fx_authn_take_keys(&w->authn);
     if (orders & FX_CTL_RELOAD)
         worker_reload(w, atomic_load(&w->server->reload_gen_published));
     if (orders & FX_CTL_DRAIN) {
@@ -312,6 +317,10 @@ int fx_server_start(fx_server *s, fx_config *cfg, const char *config_path)
         return -1;
     for (unsigned i = 0; i < s->nworkers; i++)
         s->workers[i].ctl_fd = -1;
+    if (!(s->jwks = fx_jwks_new())) {
+        fx_log(FX_LOG_ERROR, "cannot create the jwks_uri fetcher: %s", strerror(errno));
+        return -1;
+    }
     if (fx_access_log_open(&s->access, cfg->log.access, cfg->log.access_file) < 0) {
         fx_log(FX_LOG_ERROR, "log.access: cannot open '%s': %s", cfg->log.access_file,
                strerror(errno));
@@ -345,6 +354,11 @@ int fx_server_start(fx_server *s, fx_config *cfg, const char *config_path)
         }
         w->rng[0] = seed[0];
         w->rng[1] = seed[1];
+        if (fx_authn_worker_init(&w->authn) < 0) {
+            rc = -1;
+            break;
+        }
+        w->authn.bell = fx_jwks_get_bell(s->jwks);
         w->base = event_base_new_with_config(ec);
         w->pools = calloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof(*w->pools));
         w->listeners = calloc(cfg->nlistens ? cfg->nlistens : 1, sizeof(*w->listeners));
@@ -403,6 +417,15 @@ static void tell_workers(fx_server *s, unsigned orders)
         ssize_t r = write(s->workers[i].ctl_fd, &one, sizeof(one));
         (void)r;
     }
+}
+
+/* jwks.c has new key sets: into every worker's mailbox, then wake them. */
+static void on_keys(fx_jwks_table *t, void *arg)
+{
+    fx_server *s = arg;
+    for (unsigned i = 0; i < s->nworkers; i++)
+        fx_authn_offer_keys(&s->workers[i].authn, t);
+    tell_workers(s, FX_CTL_KEYS);
 }
 
 /* Has every worker applied the last reload? Waits up to `ms`. */
@@ -519,6 +542,7 @@ int fx_server_reload(fx_server *s, fx_diags *d)
     s->reload_gen++;
     atomic_store(&s->reload_gen_published, s->reload_gen);
     tell_workers(s, FX_CTL_RELOAD);
+    fx_jwks_configure(s->jwks, n); /* unchanged jwks_uri keep their keys; new ones are fetched */
     if (s->admin)
         fx_admin_commit(s->admin, n);
     fx_config_unref(o);
@@ -639,7 +663,13 @@ int fx_server_run(fx_server *s)
     {
         /* always present (without a listener when admin.address is absent): a reload may add one */
         s->admin = fx_admin_start(s, s->main_base, cfg);
+        /* jwks_uri key sets: fetched from now on; /readyz answers 503 until they are in */
+        if (s->admin && fx_jwks_start(s->jwks, s->main_base, cfg, on_keys, s) < 0) {
+            fx_admin_free(s->admin);
+            s->admin = NULL;
+        }
         if (!s->admin) {
+            fx_jwks_stop(s->jwks);
             fx_config_unref(cfg);
             for (int i = 0; i < 3; i++)
                 event_free(sigs[i]);
@@ -664,6 +694,7 @@ int fx_server_run(fx_server *s)
         event_free(m.watch_timer);
     fx_admin_free(s->admin);
     s->admin = NULL;
+    fx_jwks_stop(s->jwks);
     fx_log(FX_LOG_INFO, "stopped");
     return 0;
 }
@@ -697,12 +728,15 @@ void fx_server_free(fx_server *s)
                 event_base_free(w->base);
             if (w->cfg)
                 fx_config_unref(w->cfg);
+            fx_authn_worker_free(&w->authn);
         }
         free(s->workers);
         s->workers = NULL;
     }
     fx_admin_free(s->admin);
     s->admin = NULL;
+    fx_jwks_free(s->jwks); /* the workers are gone: nobody rings its bell any more */
+    s->jwks = NULL;
     if (s->main_base)
         event_base_free(s->main_base);
     s->main_base = NULL;

@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "authn.h"
 #include "config.h"
 #include "log.h"
 
@@ -25,8 +26,9 @@ typedef struct fx_server fx_server;
 typedef struct fx_conn fx_conn;
 typedef struct fx_pool fx_pool;
 
-/* Orders from the main thread to a worker (bits in fx_worker.ctl). */
-enum { FX_CTL_DRAIN = 1u << 0, FX_CTL_STOP = 1u << 1, FX_CTL_RELOAD = 1u << 2 };
+/* Orders from the main thread to a worker (bits in fx_worker.ctl). FX_CTL_KEYS: new
+ * jwks_uri key sets wait in the worker's authn mailbox (fx_authn_take_keys). */
+enum { FX_CTL_DRAIN = 1u << 0, FX_CTL_STOP = 1u << 1, FX_CTL_RELOAD = 1u << 2, FX_CTL_KEYS = 1u << 3 };
 
 typedef struct fx_worker {
     unsigned id;
@@ -50,9 +52,11 @@ typedef struct fx_worker {
     time_t date_sec;              /* cached Date header value */
     char date[40];
     fx_access_log access;         /* a copy of the server's sink (never owned here) */
+    fx_authn_worker authn;        /* verified-token cache and rejection counters */
 } fx_worker;
 
 struct fx_admin;
+struct fx_jwks;
 
 struct fx_server {
     _Atomic(fx_config *) cfg;     /* newest snapshot; workers adopt it on FX_CTL_RELOAD */
@@ -69,6 +73,7 @@ struct fx_server {
     fx_access_log access;         /* current access log sink */
     fx_access_log old_access;     /* the previous one, closed once every worker moved on */
     struct fx_admin *admin;
+    struct fx_jwks *jwks;         /* jwks_uri fetcher (main thread); its bell is rung by workers */
     int watch;                    /* --watch: reload when the file changes */
 };
 

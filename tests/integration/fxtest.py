@@ -339,6 +339,9 @@ class Gateway:
         if ready:
             try:
                 self.proc.wait_ready(self.port, wait_ready_s)
+                if self.admin_port:
+                    # the admin listener opens on the main thread just after the workers'
+                    self.proc.wait_ready(self.admin_port, wait_ready_s)
             except AssertionError:
                 self.expect_exit = True  # reported here; stop() need not say it again
                 raise
