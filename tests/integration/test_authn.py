@@ -220,3 +220,51 @@ class AuthnTest(AuthnBase):
         self.assertIn(r.status, (401, 431))
         self.assertEqual(self.up.requests, [])
         self.assertEqual(self.get(token=self.token()).status, 200)
+
+
+class KeyRotationOnReloadTest(AuthnBase):
+    """jwks_file keys rotate with a config reload: a new kid is accepted right
+    after the reload, and a removed one is refused at once — including tokens
+    the worker had already verified and cached."""
+
+    def jwk(self, kid, key):
+        n = key.public_key().public_numbers()
+        return {"kty": "RSA", "kid": kid, "alg": "RS256", "use": "sig",
+                "n": b64url(n.n.to_bytes((n.n.bit_length() + 7) // 8, "big")),
+                "e": b64url(n.e.to_bytes(3, "big"))}
+
+    def write_jwks(self, *keys):
+        path = os.path.join(self.tmp, "jwks.json")
+        with open(path + ".new", "w") as f:
+            json.dump({"keys": [self.jwk(kid, k) for kid, k in keys]}, f)
+        os.rename(path + ".new", path)
+        return path
+
+    def test_rotation_by_reload(self):
+        a = self.rsa
+        b = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        jwks = self.write_jwks(("a", a))
+        self.admin = fxtest.free_port()  # setUp's gateway keeps its own
+        cfg = self.cfg(issuers=[{"issuer": ISS, "audiences": [AUD], "jwks_file": jwks}])
+        gw = self.gateway(cfg)
+        tok_a = self.token("RS256", "a", key=a)
+        tok_b = self.token("RS256", "b", key=b)
+
+        def status(tok):
+            return fxtest.fetch(gw.port, "GET", "/api/r", headers=[("Authorization", f"Bearer {tok}")]).status
+
+        self.assertEqual(status(tok_a), 200)  # verified and now cached by the worker
+        self.assertEqual(status(tok_b), 401)
+
+        def reload():
+            r = fxtest.fetch(gw.admin_port, "POST", "/admin/reload")
+            self.assertEqual(r.status, 200, repr(r))
+
+        self.write_jwks(("a", a), ("b", b))
+        reload()
+        self.assertEqual(status(tok_b), 200)
+        self.assertEqual(status(tok_a), 200)
+        self.write_jwks(("b", b))
+        reload()
+        self.assertEqual(status(tok_b), 200)
+        self.assertEqual(status(tok_a), 401, "a token of a removed key still passed (stale cache?)")
