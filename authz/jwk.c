@@ -215,10 +215,9 @@ static int finish_pkey(fx_jwt_key *k, char *err, size_t errlen)
     EVP_PKEY_CTX *cx = EVP_PKEY_CTX_new_from_pkey(NULL, k->pkey, NULL);
     int ok = cx && EVP_PKEY_public_check(cx) == 1;
     EVP_PKEY_CTX_free(cx);
-    if (!ok) {
+    if (!ok)
         return set_err(err, errlen, "the %s public key fails OpenSSL's validity check",
                        alg_label(k->alg));
-    }
     BIO *b = BIO_new(BIO_s_mem());
     char *data = NULL;
     long n;
@@ -604,9 +603,15 @@ int fx_jwt_keyset_add_jwks(fx_jwt_keyset *ks, const char *json, size_t len, char
         json_t *kid = json_object_get(jwk, "kid");
         const char *kids = json_string_value(kid);
         size_t kidlen = json_string_length(kid);
-        if (kids && kidlen <= KID_MAX)
-            snprintf(c.where, sizeof(c.where), "JWK Set: keys[%zu] (kid '%.64s'): ", i, kids);
-        else
+        if (kids && kidlen <= KID_MAX) {
+            /* the kid names the key in messages; anything unprintable shows as '?' */
+            char shown[65];
+            size_t n = kidlen < 64 ? kidlen : 64;
+            for (size_t j = 0; j < n; j++)
+                shown[j] = kids[j] >= 0x20 && kids[j] < 0x7f && kids[j] != '\'' ? kids[j] : '?';
+            shown[n] = '\0';
+            snprintf(c.where, sizeof(c.where), "JWK Set: keys[%zu] (kid '%s'): ", i, shown);
+        } else
             snprintf(c.where, sizeof(c.where), "JWK Set: keys[%zu]: ", i);
         if (kid && (!kids || kidlen == 0 || kidlen > KID_MAX)) {
             rc = jwk_fail(&c, "\"kid\" is not a string of 1 to 256 bytes");

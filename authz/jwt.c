@@ -32,7 +32,6 @@
  *
  * Below: names, small helpers, the two backends, verify, claims, minting.
  */
-#include <errno.h>
 #include <stdarg.h>
 #include <limits.h>
 #include <stdio.h>

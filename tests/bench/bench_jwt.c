@@ -156,9 +156,9 @@ int main(int argc, char **argv)
                 {FX_JWT_ALG_PS256, "ps", 0}};
     printf("bench_jwt: one thread, %.1f s per cell, OpenSSL %s\n\n", seconds,
            OpenSSL_version(OPENSSL_VERSION_STRING));
-    printf("| alg   | token bytes | uncached, default path | uncached, other path | cached, 1 token "
+    printf("| alg   | token bytes | uncached, default path |   uncached, other path | cached, 1 token "
            "| cached, 1000 tokens |\n");
-    printf("| ----- | ----------: | ---------------------: | -------------------: | --------------"
+    printf("| ----- | ----------: | ---------------------: | ---------------------: | --------------"
            ": | ------------------: |\n");
     for (size_t r = 0; r < sizeof(rows) / sizeof(rows[0]); r++) {
         const char *key = rows[r].alg == FX_JWT_ALG_HS256   ? secret
@@ -184,7 +184,7 @@ int main(int argc, char **argv)
         else
             snprintf(altcell, sizeof(altcell), "%.0f/s (%s)", alt,
                      rows[r].libjwt ? "OpenSSL" : "libjwt");
-        printf("| %-5s | %11zu | %22s | %20s | %13.0f/s | %17.0f/s |\n",
+        printf("| %-5s | %11zu | %22s | %22s | %13.0f/s | %17.0f/s |\n",
                fx_jwt_alg_name(rows[r].alg), strlen(toks[0]), defcell, altcell, c1, cn);
         for (int i = 0; i < NTOKENS; i++)
             free(toks[i]);

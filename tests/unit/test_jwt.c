@@ -1679,6 +1679,7 @@ static Suite *jwt_suite(void)
 {
     Suite *s = suite_create("jwt");
     TCase *tc = tcase_create("verify");
+    tcase_set_timeout(tc, 120); /* hundreds of ECDSA tokens through libjwt, under ASan */
     tcase_add_loop_test(tc, test_corpus, 0, (int)NCORPUS);
     tcase_add_test(tc, test_corpus_is_large_enough);
     tcase_add_test(tc, test_null_and_empty);
