@@ -611,6 +611,32 @@ static int upstream_connect(fx_conn *c)
     return 0;
 }
 
+/*
+ * Feeds what `in` holds (at most 8 chain pieces per call) to a chunked decoder
+ * and drains what it consumed into *consumed. Returns 0, or the decoder's
+ * negative FX_CHUNKED_* code with *why set (nothing drained).
+ */
+static long feed_chunked(fx_http_chunked *ch, struct evbuffer *in, size_t *consumed,
+                         const char **why)
+{
+    struct evbuffer_iovec vec[8];
+    int nv = evbuffer_peek(in, -1, NULL, vec, 8);
+    if (nv > 8)
+        nv = 8;
+    size_t used = 0;
+    for (int i = 0; i < nv && !ch->done; i++) {
+        long r = fx_http_chunked_feed(ch, vec[i].iov_base, vec[i].iov_len, why);
+        if (r < 0) {
+            *consumed = used;
+            return r;
+        }
+        used += (size_t)r;
+    }
+    evbuffer_drain(in, used);
+    *consumed = used;
+    return 0;
+}
+
 /* ---- request body: client ▶ upstream --------------------------------------------------- */
 
 static struct evbuffer *body_sink(fx_conn *c)
@@ -666,27 +692,15 @@ static void pump_request_body(fx_conn *c)
         if (!c->req_chunked.parser.settings)
             fx_http_chunked_init(&c->req_chunked, 1, limits(c)->max_body_bytes, chunk_to_upstream,
                                  c);
-        struct evbuffer_iovec vec[8];
-        int nv = evbuffer_peek(in, -1, NULL, vec, 8);
-        if (nv > 8)
-            nv = 8;
         size_t consumed = 0;
-        for (int i = 0; i < nv && !c->req_chunked.done; i++) {
-            const char *why = NULL;
-            long r = fx_http_chunked_feed(&c->req_chunked, vec[i].iov_base, vec[i].iov_len, &why);
-            if (r < 0) {
-                evbuffer_drain(in, evbuffer_get_length(in));
-                c->bytes_in += consumed;
-                if (r == FX_CHUNKED_TOO_BIG)
-                    reject(c, 413, why, 0);
-                else
-                    reject(c, 400, why, 0);
-                return;
-            }
-            consumed += (size_t)r;
-        }
-        evbuffer_drain(in, consumed);
+        const char *why = NULL;
+        long r = feed_chunked(&c->req_chunked, in, &consumed, &why);
         c->bytes_in += consumed;
+        if (r < 0) {
+            evbuffer_drain(in, evbuffer_get_length(in));
+            reject(c, r == FX_CHUNKED_TOO_BIG ? 413 : 400, why, 0);
+            return;
+        }
         if (c->req_chunked.done) {
             evbuffer_add(out, "0\r\n\r\n", 5);
             request_body_done(c);
@@ -892,23 +906,13 @@ static int pump_response(fx_conn *c)
             break;
         }
         case FX_BODY_CHUNKED: {
-            struct evbuffer_iovec vec[8];
-            int nv = evbuffer_peek(in, -1, NULL, vec, 8);
-            if (nv > 8)
-                nv = 8;
             size_t consumed = 0;
-            for (int i = 0; i < nv && !c->resp_chunked.done; i++) {
-                const char *why = NULL;
-                long r = fx_http_chunked_feed(&c->resp_chunked, vec[i].iov_base, vec[i].iov_len,
-                                              &why);
-                if (r < 0) {
-                    snprintf(detail, sizeof(detail), "malformed upstream chunked body: %s", why);
-                    upstream_failed(c, 502, detail, "malformed");
-                    return 1;
-                }
-                consumed += (size_t)r;
+            const char *why = NULL;
+            if (feed_chunked(&c->resp_chunked, in, &consumed, &why) < 0) {
+                snprintf(detail, sizeof(detail), "malformed upstream chunked body: %s", why);
+                upstream_failed(c, 502, detail, "malformed");
+                return 1;
             }
-            evbuffer_drain(in, consumed);
             if (c->resp_chunked.done) {
                 response_complete(c);
                 return 1;
@@ -1055,10 +1059,9 @@ static void finish_request(fx_conn *c)
         /* a pipelined request is waiting: handle it from the loop, not recursively */
         fx_sock_kick(c->sock);
     }
-    /* idle keep-alive wait; the config is not held while idle */
-    fx_config *cfg = fx_worker_config(c->w);
-    arm_timer(c, cfg->limits.idle_timeout_ms);
-    fx_config_unref(cfg);
+    /* idle keep-alive wait; the config is not held while idle (the worker's own
+     * snapshot is read here, on its thread, without a reference) */
+    arm_timer(c, c->w->cfg->limits.idle_timeout_ms);
 }
 
 /* Upstream gave up before or during the response. */
@@ -1371,9 +1374,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         return;
     }
     case CS_TUNNEL: {
-        fx_config *cfg = fx_worker_config(c->w);
-        uint64_t idle = cfg->limits.idle_timeout_ms;
-        fx_config_unref(cfg);
+        uint64_t idle = c->w->cfg->limits.idle_timeout_ms;
         uint64_t since = now - c->last_activity_ms;
         if (since < idle) {
             arm_timer(c, idle - since);
@@ -1418,9 +1419,7 @@ void fx_proxy_accept(fx_worker *w, int fd, const struct sockaddr *sa, int salen)
 {
     fx_server *s = w->server;
     unsigned n = atomic_fetch_add_explicit(&s->nconns, 1, memory_order_relaxed) + 1;
-    fx_config *cfg = fx_worker_config(w);
-    unsigned max = cfg->limits.max_connections;
-    fx_config_unref(cfg);
+    unsigned max = w->cfg->limits.max_connections;
     if (n > max || w->draining) {
         /* overload: a short answer, then close; never queue unbounded work */
         char rid[33], busy[512], body[256];
@@ -1476,9 +1475,7 @@ void fx_proxy_accept(fx_worker *w, int fd, const struct sockaddr *sa, int salen)
     fx_sock_setcb(c->sock, on_client_read, on_client_write, on_client_event, c);
     c->sock->low_water = FX_LOW_WATER;
     c->state = CS_READ_HEAD;
-    cfg = fx_worker_config(w);
-    arm_timer(c, cfg->limits.header_timeout_ms);
-    fx_config_unref(cfg);
+    arm_timer(c, w->cfg->limits.header_timeout_ms);
 }
 
 void fx_proxy_drain(fx_worker *w)
