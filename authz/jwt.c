@@ -579,6 +579,12 @@ const char *fx_jwt_claims_json(const fx_jwt_claims *c)
     return c ? c->json : NULL;
 }
 
+/* The payload is the document policies read (policy_internal.h: a doc is a json_t). */
+const fx_authz_doc *fx_jwt_claims_doc(const fx_jwt_claims *c)
+{
+    return c ? (const fx_authz_doc *)(const void *)c->payload : NULL;
+}
+
 /* A bounded writer: keeps what fits in cap - 1 bytes, always NUL-terminated. */
 typedef struct out_buf {
     char *buf;

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "arena.h"
+#include "authorize.h"
 #include "http1.h"
 #include "jwks.h"
 #include "log.h"
@@ -152,6 +153,20 @@ static void metrics_text(fx_server *s, struct evbuffer *b)
                             fx_jwt_reason_name((fx_jwt_reason)r), sum);
     }
     fx_jwks_metrics(s->jwks, cfg, b);
+    evbuffer_add_printf(b, "# HELP ficus_authz_decisions_total Authorization decisions (edge and decision API), "
+                           "by route and decision (would_deny: audit mode let it through).\n"
+                           "# TYPE ficus_authz_decisions_total counter\n");
+    for (const fx_route_stats *st = s->route_stats; st; st = st->next) {
+        unsigned long v[3] = {atomic_load_explicit(&st->allow, memory_order_relaxed),
+                              atomic_load_explicit(&st->deny, memory_order_relaxed),
+                              atomic_load_explicit(&st->would_deny, memory_order_relaxed)};
+        static const char *const names[3] = {"allow", "deny", "would_deny"};
+        for (int k = 0; k < 3; k++) {
+            evbuffer_add(b, "ficus_authz_decisions_total{route=", 34);
+            json_str(b, st->name);
+            evbuffer_add_printf(b, ",decision=\"%s\"} %lu\n", names[k], v[k]);
+        }
+    }
     evbuffer_add_printf(b,
                         "# HELP ficus_connections_active Client connections open now.\n"
                         "# TYPE ficus_connections_active gauge\n"
@@ -249,18 +264,99 @@ static void config_json(fx_server *s, struct evbuffer *b)
         json_str(b, cfg->upstreams[r->upstream].name);
         evbuffer_add_printf(b, ",\"auth\":\"%s\"}", auths[r->auth < 3 ? r->auth : 0]);
     }
-    evbuffer_add_printf(b, "],\"log\":{\"access\":");
+    evbuffer_add(b, "]", 1);
+    if (cfg->policies) {
+        evbuffer_add(b, ",\"policies\":{\"files\":[", 22);
+        for (size_t i = 0; i < cfg->policies->nfiles; i++) {
+            if (i)
+                evbuffer_add(b, ",", 1);
+            json_str(b, cfg->policies->files[i]);
+        }
+        evbuffer_add_printf(b, "],\"mode\":\"%s\",\"count\":%zu}",
+                            cfg->policies->mode == FX_POLICY_AUDIT ? "audit" : "enforce",
+                            fx_policy_set_count(cfg->policies->set));
+    }
+    evbuffer_add_printf(b, ",\"log\":{\"access\":");
     if (cfg->log.access == FX_LOG_FILE)
         json_str(b, cfg->log.access_file);
     else
         json_str(b, sinks[cfg->log.access & 3]);
+    evbuffer_add(b, ",\"decisions\":", 13);
+    if (cfg->log.decisions == FX_LOG_FILE)
+        json_str(b, cfg->log.decisions_file);
+    else
+        json_str(b, sinks[cfg->log.decisions & 3]);
     evbuffer_add_printf(b, ",\"level\":\"%s\"}}}\n", levels[cfg->log.level & 3]);
     fx_config_unref(cfg);
 }
 
 /* ---- requests ---------------------------------------------------------------------------------- */
 
-static void handle(admin_conn *c, const fx_http_msg *m)
+/*
+ * POST /authz/v1/check: one check or {"checks": [...]}, each decided as the
+ * edge would decide that request (authorize.h), each logged in the decision
+ * log with its own decision id.
+ */
+static void authz_check(admin_conn *c, const fx_http_msg *m, const char *body, size_t len, int keep)
+{
+    fx_server *s = c->admin->server;
+    fx_authz_checks checks;
+    char err[300];
+    if (m->body == FX_BODY_NONE || len == 0) {
+        problem(c, 400, "send the check as a JSON body: {\"token\": ..., \"method\": ..., \"path\": ...}", keep);
+        return;
+    }
+    if (fx_authz_checks_parse(body, len, 0, &checks, err, sizeof(err)) < 0) {
+        problem(c, 400, err, keep);
+        return;
+    }
+    char rid[33];
+    fx_slice request_id = m->request_id;
+    if (!request_id.n) {
+        fx_log_id(s->api_rng, rid);
+        request_id = fx_slice_make(rid, 32);
+    }
+    fx_config *cfg = fx_server_config(s);
+    struct evbuffer *b = evbuffer_new();
+    if (checks.batch)
+        evbuffer_add(b, "{\"results\":[", 12);
+    for (size_t i = 0; i < checks.n; i++) {
+        fx_authz_check_result res;
+        fx_authz_check_run(cfg, &s->api_authn, &checks.v[i], s->api_rng, &c->arena, &res);
+        if (res.decided) {
+            fx_authz_log_info info = {"api", request_id, res.route ? res.route->name : NULL,
+                                      fx_slice_cstr(checks.v[i].method), fx_slice_cstr(checks.v[i].path),
+                                      res.claims};
+            fx_authz_log(&s->decisions, cfg, &res.o, &info);
+        }
+        char pol[FX_AUTHZ_POLICIES_JSON_MAX] = "[]";
+        if (res.decided)
+            fx_authz_policies_json(cfg, &res.o.d, pol, sizeof(pol));
+        evbuffer_add_printf(b, "%s{\"allow\":%s,\"reason\":\"%s\",\"policies\":%s", i ? "," : "",
+                            res.allow ? "true" : "false", res.reason, pol);
+        if (res.decided)
+            evbuffer_add_printf(b, ",\"decision_id\":\"%s\"%s", res.o.id,
+                                res.o.would_deny ? ",\"would_deny\":true" : "");
+        if (res.token_detail) {
+            evbuffer_add(b, ",\"detail\":", 10);
+            json_str(b, res.token_detail);
+        }
+        if (res.route) {
+            evbuffer_add(b, ",\"route\":", 9);
+            json_str(b, res.route->name);
+        }
+        evbuffer_add_printf(b, ",\"request_id\":\"%.*s\"}", (int)request_id.n, request_id.p);
+        if (res.claims)
+            fx_jwt_claims_unref(res.claims);
+    }
+    evbuffer_add(b, checks.batch ? "]}\n" : "\n", checks.batch ? 3 : 1);
+    fx_authz_checks_free(&checks);
+    fx_config_unref(cfg);
+    respond(c, 200, "application/json", b, keep);
+    evbuffer_free(b);
+}
+
+static void handle(admin_conn *c, const fx_http_msg *m, const char *body, size_t body_len)
 {
     fx_server *s = c->admin->server;
     int keep = m->keep_alive;
@@ -307,6 +403,12 @@ static void handle(admin_conn *c, const fx_http_msg *m)
             goto not_allowed;
         config_json(s, b);
         respond(c, 200, "application/json", b, keep);
+    } else if (fx_slice_eq(path, FX_SLICE_LIT("/authz/v1/check"))) {
+        if (m->method != HTTP_POST)
+            goto not_allowed;
+        evbuffer_free(b);
+        authz_check(c, m, body, body_len, keep);
+        return;
     } else if (fx_slice_eq(path, FX_SLICE_LIT("/admin/reload"))) {
         if (m->method != HTTP_POST)
             goto not_allowed;
@@ -386,7 +488,8 @@ static void process(admin_conn *c)
         size_t body = m.body == FX_BODY_LENGTH ? (size_t)m.content_length : 0;
         if (len < skip + head_len + body)
             return; /* wait for the whole body (bounded above) */
-        handle(c, &m);
+        const char *all = (const char *)evbuffer_pullup(in, (ev_ssize_t)(skip + head_len + body));
+        handle(c, &m, all ? all + skip + head_len : NULL, all ? body : 0);
         evbuffer_drain(in, skip + head_len + body);
         fx_arena_reset(&c->arena);
     }

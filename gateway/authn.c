@@ -196,6 +196,22 @@ void fx_authn_check(fx_authn_worker *aw, const fx_config *cfg, const fx_route_co
         atomic_fetch_add_explicit(&aw->rejections[FX_JWT_MALFORMED], 1, memory_order_relaxed);
         return;
     }
+    fx_authn_verify(aw, cfg, tok.p, tok.n, out);
+}
+
+void fx_authn_verify(fx_authn_worker *aw, const fx_config *cfg, const char *token, size_t len,
+                     fx_authn_result *out)
+{
+    const fx_auth_conf *a = cfg->auth;
+    fx_slice tok = fx_slice_make(token, len);
+    out->reason = FX_JWT_OK;
+    out->detail = NULL;
+    out->claims = NULL;
+    if (!a) {
+        out->reason = FX_JWT_BAD_ISSUER;
+        out->detail = "the configuration has no auth section: no issuer is trusted";
+        return;
+    }
     int64_t now = (int64_t)time(NULL);
     int64_t skew = (int64_t)(a->clock_skew_ms / 1000);
     uint64_t gen = aw->jwks ? mix(a->fingerprint ^ aw->jwks->fingerprint) : a->fingerprint;

@@ -56,6 +56,11 @@ int fx_authn_keys_taken(fx_authn_worker *aw);
 void fx_authn_check(fx_authn_worker *aw, const fx_config *cfg, const fx_route_conf *route,
                     const fx_http_msg *req, fx_authn_result *out);
 
+/* Verifies a token given as such (the decision API): the same issuers, keys, cache and
+ * counters as fx_authn_check. */
+void fx_authn_verify(fx_authn_worker *aw, const fx_config *cfg, const char *token, size_t len,
+                     fx_authn_result *out);
+
 /* Is this header one the gateway owns for identity (auth.forward), so a client copy is dropped? */
 int fx_authn_is_identity_header(const fx_config *cfg, fx_slice name);
 

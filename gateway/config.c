@@ -462,8 +462,10 @@ static void config_free(fx_config *cfg)
     free(cfg->log.access_file);
     free(cfg->log.decisions_file);
     auth_free(cfg->auth);
-    if (cfg->policies)
+    if (cfg->policies) {
         strv_free(cfg->policies->files, cfg->policies->nfiles);
+        fx_policy_set_unref(cfg->policies->set);
+    }
     free(cfg->policies);
     events_free(cfg->events);
     free(cfg);
@@ -1293,7 +1295,7 @@ static const planned_key log_planned[] = {{"decisions", FX_FEAT_POLICIES}, {NULL
 
 /* Features whose code is in this build (FX_FEAT_* bits): their keys are
  * accepted. A stage that builds one adds its bit here. */
-#define FX_FEATURES_BUILT (FX_FEAT_AUTH | FX_FEAT_JWKS_URI)
+#define FX_FEATURES_BUILT (FX_FEAT_AUTH | FX_FEAT_JWKS_URI | FX_FEAT_POLICIES)
 
 /* Defined with the planned keys, further down. */
 static void build_listen_tls(cx *c, const ynode *n, const char *path, fx_listen_conf *l);
@@ -2958,7 +2960,7 @@ static void build_auth_body(cx *c, const ynode *n, fx_auth_conf *a)
         get_bool(c, v, "auth.forward_token", &a->forward_token);
 }
 
-/* --- planned: policies ------------------------------------------------------------ */
+/* --- policies ---------------------------------------------------------------------- */
 
 static const char *const policies_keys[] = {"files", "mode", NULL};
 
@@ -3715,6 +3717,50 @@ static void config_hash(const char *buf, size_t len, char out[65])
     out[64] = '\0';
 }
 
+/*
+ * After the config itself is valid: compile the policy files against its
+ * route names (all or nothing: one error anywhere fails the load, so a
+ * reload with a bad policy keeps the running set), and mark the routes
+ * policies decide. Errors keep the policy file's own positions.
+ */
+static int load_policy_set(fx_config *cfg, fx_diags *diags)
+{
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        fx_route_conf *r = &cfg->routes[i];
+        r->authz = r->auth != FX_AUTH_NONE && (cfg->auth || cfg->policies);
+        r->policy_route = -1;
+    }
+    if (!cfg->policies)
+        return 0;
+    const char **names = calloc(cfg->nroutes ? cfg->nroutes : 1, sizeof(char *));
+    fx_policy_builder *b = NULL;
+    if (names) {
+        for (size_t i = 0; i < cfg->nroutes; i++)
+            names[i] = cfg->routes[i].name;
+        b = fx_policy_builder_new(names, cfg->nroutes);
+    }
+    free(names);
+    if (!b) {
+        fx_diags_add(diags, cfg->file, 0, 0, "out of memory loading the policies");
+        return -1;
+    }
+    fx_authz_diags ad = {0};
+    for (size_t i = 0; i < cfg->policies->nfiles; i++)
+        fx_policy_builder_add_file(b, cfg->policies->files[i], &ad);
+    fx_policy_set *set = fx_policy_builder_finish(b, &ad);
+    for (size_t i = 0; i < ad.n && i < MAX_SHOWN_ERRORS; i++)
+        fx_diags_add(diags, ad.v[i].file, ad.v[i].line, ad.v[i].col, "%s", ad.v[i].msg);
+    if (!set && ad.n == 0)
+        fx_diags_add(diags, cfg->file, 0, 0, "the policies could not be loaded (out of memory)");
+    fx_authz_diags_free(&ad);
+    if (!set)
+        return -1;
+    cfg->policies->set = set;
+    for (size_t i = 0; i < cfg->nroutes; i++)
+        cfg->routes[i].policy_route = fx_policy_set_route(set, cfg->routes[i].name, strlen(cfg->routes[i].name));
+    return 0;
+}
+
 fx_config *fx_config_load_buffer(const char *name, const char *buf, size_t len, fx_diags *diags)
 {
     return fx_config_load_buffer_ex(name, buf, len, 0, diags);
@@ -3768,6 +3814,8 @@ fx_config *fx_config_load_buffer_ex(const char *name, const char *buf, size_t le
 
     bool failed = c.errors > 0;
     flush_errors(&c, diags);
+    if (!failed && load_policy_set(cfg, diags) < 0)
+        failed = true;
     free(c.route_ok);
     fx_arena_free(&c.a);
     if (failed) {

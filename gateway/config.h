@@ -224,6 +224,7 @@ typedef struct fx_policies_conf {
     char **files;                 /* the globs expanded: sorted, each file once */
     size_t nfiles;
     int mode;                     /* enum fx_policy_mode */
+    struct fx_policy_set *set;    /* the files compiled (authz/ficus_authz.h), with the config */
 } fx_policies_conf;
 
 enum fx_when_full { FX_SPOOL_REJECT = 0, FX_SPOOL_DROP };
@@ -313,7 +314,11 @@ typedef struct fx_route_conf {
     char *host;                   /* optional, lower-cased, without port; NULL = any */
     int upstream;                 /* index into fx_config.upstreams; with a split: its first side of
                                      weight > 0, so code without splits still has one upstream */
-    int auth;                     /* enum fx_auth_mode (parsed; enforced by the authn issue) */
+    int auth;                     /* enum fx_auth_mode */
+    int authz;                    /* policies decide this route: auth is not none and the config
+                                     has an auth or a policies section */
+    int policy_route;             /* this route's index in the policy set (fx_authz_request) */
+    struct fx_route_stats *stats; /* set by the server before the snapshot is published */
     int line, col;
     /* planned features; NULL / 0 / -1 when absent */
     fx_split_conf *split;
@@ -334,7 +339,7 @@ typedef struct fx_log_conf {
     int access;                   /* enum fx_log_sink; default stdout */
     char *access_file;            /* FX_LOG_FILE */
     int level;                    /* 0 debug, 1 info (default), 2 warn, 3 error */
-    int decisions;                /* enum fx_log_sink; default stdout (planned: FX_FEAT_POLICIES) */
+    int decisions;                /* enum fx_log_sink; default stdout */
     char *decisions_file;         /* FX_LOG_FILE */
 } fx_log_conf;
 

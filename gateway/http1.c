@@ -386,7 +386,7 @@ static int fail(fx_http_error *err, int status, const char *detail, const char *
  * some servers strip), and encoded slashes or backslashes ("%2f", "%5c") that a
  * decoding upstream turns into separators.
  */
-static int has_dot_segment(fx_slice path)
+int fx_http_path_has_dot_segment(fx_slice path)
 {
     const char *p = path.p, *end = path.p + path.n;
     for (const char *q = p; q + 2 < end; q++)
@@ -474,7 +474,7 @@ static int check_target(fx_http_msg *m, const char *head, fx_http_error *err)
     } else {
         m->query = FX_SLICE_NULL;
     }
-    if (has_dot_segment(path))
+    if (fx_http_path_has_dot_segment(path))
         return fail(err, 400,
                     "dot-segments or encoded slashes (\"/../\", \"%2e%2e\", \"%2f\") in the request path",
                     head, path.p);

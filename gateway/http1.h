@@ -143,4 +143,8 @@ const char *fx_http_status_text(int status);
 /* Whether the method is idempotent (RFC 9110 §9.2.2). */
 int fx_http_method_idempotent(int method);
 
+/* Dot-segments ("/../", "%2e%2e", "..;x") or encoded slashes ("%2f", "%5c") in a path (without
+ * its query): the edge refuses such a request (400); the decision API answers "bad_path". */
+int fx_http_path_has_dot_segment(fx_slice path);
+
 #endif

@@ -1,5 +1,6 @@
 /*
- * log.c — stderr diagnostics and the access log sink (see log.h).
+ * log.c — stderr diagnostics, the access and decision log sinks, and the
+ * random ids that join log lines (see log.h).
  */
 #include "log.h"
 
@@ -10,7 +11,40 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+
+/* xorshift128+: fast, good enough for ids (not for secrets) */
+static uint64_t rng_next(uint64_t rng[2])
+{
+    uint64_t s1 = rng[0];
+    const uint64_t s0 = rng[1];
+    rng[0] = s0;
+    s1 ^= s1 << 23;
+    rng[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
+    return rng[1] + s0;
+}
+
+void fx_log_id(uint64_t rng[2], char out[33])
+{
+    static const char hex[] = "0123456789abcdef";
+    uint64_t a = rng_next(rng), b = rng_next(rng);
+    for (int i = 0; i < 16; i++) {
+        out[i] = hex[(a >> (i * 4)) & 15];
+        out[16 + i] = hex[(b >> (i * 4)) & 15];
+    }
+    out[32] = '\0';
+}
+
+void fx_log_time(char out[40])
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    snprintf(out, 40, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", (tm.tm_year + 1900) % 10000, (tm.tm_mon + 1) % 100,
+             tm.tm_mday % 100, tm.tm_hour % 100, tm.tm_min % 100, tm.tm_sec % 100, (int)(ts.tv_nsec / 1000000) % 1000);
+}
 
 static int log_level = FX_LOG_INFO; /* set once in main before workers start */
 
@@ -83,6 +117,29 @@ void fx_access_log_write(const fx_access_log *al, const char *line, size_t len)
     }
 }
 
+/* The length of a well-formed UTF-8 sequence at s (at most n bytes), or 0. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    size_t len;
+    unsigned cp, min;
+    if (s[0] >= 0xc2 && s[0] <= 0xdf)
+        len = 2, cp = s[0] & 0x1f, min = 0x80;
+    else if (s[0] >= 0xe0 && s[0] <= 0xef)
+        len = 3, cp = s[0] & 0x0f, min = 0x800;
+    else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+        len = 4, cp = s[0] & 0x07, min = 0x10000;
+    else
+        return 0;
+    if (len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3f);
+    }
+    return cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ? 0 : len;
+}
+
 size_t fx_json_escape(char *buf, size_t cap, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -91,10 +148,20 @@ size_t fx_json_escape(char *buf, size_t cap, const char *s, size_t n)
         unsigned char c = (unsigned char)s[i];
         char tmp[6];
         size_t k = 0;
+        size_t u = c >= 0x80 ? utf8_seq((const unsigned char *)s + i, n - i) : 0;
+        if (u) { /* well-formed UTF-8 is written as it is: "Zoë" stays "Zoë" */
+            if (o + u > cap)
+                return cap + 1;
+            memcpy(buf + o, s + i, u);
+            o += u;
+            i += u - 1;
+            continue;
+        }
         if (c == '"' || c == '\\') {
             tmp[k++] = '\\';
             tmp[k++] = (char)c;
-        } else if (c < 0x20 || c >= 0x7f) { /* non-ASCII too: lines stay valid JSON */
+        } else if (c < 0x20 || c >= 0x7f) { /* control bytes, DEL and bytes that are not UTF-8:
+                                              escaped, so a line is always valid JSON */
             tmp[k++] = '\\';
             tmp[k++] = 'u';
             tmp[k++] = '0';

@@ -1,5 +1,6 @@
 /*
- * log.h — the daemon's own messages (stderr) and the JSON access log.
+ * log.h — the daemon's own messages (stderr), the JSON access and decision
+ * logs (same sink type), and the ids that join their lines.
  *
  * fx_log() writes "ficus[LEVEL]: message" lines to stderr; the level
  * threshold comes from the config and is set once at start. The access
@@ -27,6 +28,13 @@ typedef struct fx_access_log {
 int fx_access_log_open(fx_access_log *al, int sink, const char *file);
 void fx_access_log_close(fx_access_log *al);
 void fx_access_log_write(const fx_access_log *al, const char *line, size_t len);
+
+/* Now as RFC 3339 UTC with milliseconds: "2026-11-26T12:00:00.000Z". */
+void fx_log_time(char out[40]);
+
+/* 32 lowercase hex characters + NUL from a caller-owned xorshift128+ state (request and
+ * decision ids: unique enough to join log lines, not secrets). */
+void fx_log_id(uint64_t rng[2], char out[33]);
 
 /* Appends s as JSON string content (no quotes) into buf; returns bytes written or the
  * size needed when it would not fit (the caller then truncates). */

@@ -3,6 +3,7 @@
  *
  *   ficus serve [-c FILE]     run the gateway (default config/ficus.yaml)
  *   ficus check [-c FILE]     validate; errors as FILE:LINE:COL: error: MESSAGE
+ *   ficus policy test|eval    policy tests and explain (policy_cmd.c)
  *   ficus version             version and the libraries it runs on
  *
  * Exit codes: 0 ok, 1 invalid config or failed start, 2 usage error.
@@ -24,6 +25,9 @@
 #include "log.h"
 #include "server.h"
 
+/* policy_cmd.c */
+int fx_policy_cmd(int argc, char **argv, const char *usage);
+
 #ifndef FICUS_VERSION
 #define FICUS_VERSION "dev"
 #endif
@@ -39,6 +43,12 @@ static const char usage[] =
     "  token --key FILE --alg ALG [--kid K] [--claims JSON] [--ttl 1h]\n"
     "                    mint a signed token (dev and tests): FILE is a PEM private\n"
     "                    key (RS/PS/ES) or the secret itself (HS)\n"
+    "  policy test DIR [-c FILE]\n"
+    "                    run the policy test cases in DIR (*.yaml); with -c the policies,\n"
+    "                    routes and path params come from FILE, else the policies are\n"
+    "                    the *.yaml files of DIR's parent directory\n"
+    "  policy eval -c FILE --input FILE.json\n"
+    "                    decide one request and explain which policies matched and why\n"
     "  version           print the version and the library versions\n";
 
 static const char *config_arg(int argc, char **argv, int *bad, int *watch)
@@ -130,6 +140,19 @@ static int cmd_version(void)
     return 0;
 }
 
+/* auth without policies: legal, and every route that is not `auth: none` answers 403. Said
+ * at `check` and at start, so nobody learns it from their users. */
+static void warn_default_deny(const fx_config *cfg, FILE *out)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->nroutes; i++)
+        n += cfg->routes[i].authz != 0;
+    if (!cfg->policies && n)
+        fprintf(out, "%s: warning: 'auth' is configured but 'policies' is not: policies default to deny, so the "
+                     "%zu route%s that %s not 'auth: none' will answer 403 to every request\n",
+                cfg->file, n, n == 1 ? "" : "s", n == 1 ? "is" : "are");
+}
+
 static int cmd_check(const char *file)
 {
     fx_diags d = {0};
@@ -140,9 +163,12 @@ static int cmd_check(const char *file)
         fx_diags_free(&d);
         return 1;
     }
-    printf("%s: ok: %zu listener%s, %zu upstream%s, %zu route%s, 0 policies (sha256 %.12s)\n", file,
+    size_t npol = cfg->policies ? fx_policy_set_count(cfg->policies->set) : 0;
+    printf("%s: ok: %zu listener%s, %zu upstream%s, %zu route%s, %zu polic%s (sha256 %.12s)\n", file,
            cfg->nlistens, cfg->nlistens == 1 ? "" : "s", cfg->nupstreams,
-           cfg->nupstreams == 1 ? "" : "s", cfg->nroutes, cfg->nroutes == 1 ? "" : "s", cfg->hash);
+           cfg->nupstreams == 1 ? "" : "s", cfg->nroutes, cfg->nroutes == 1 ? "" : "s", npol,
+           npol == 1 ? "y" : "ies", cfg->hash);
+    warn_default_deny(cfg, stderr);
     fx_config_unref(cfg);
     fx_diags_free(&d);
     return 0;
@@ -158,6 +184,7 @@ static int cmd_serve(const char *file, int watch)
         return 1;
     }
     fx_diags_free(&d);
+    warn_default_deny(cfg, stderr);
     fx_log_set_level(cfg->log.level);
     signal(SIGPIPE, SIG_IGN);
     fx_server s;
@@ -188,6 +215,8 @@ int main(int argc, char **argv)
         fputs(usage, stdout);
         return 0;
     }
+    if (!strcmp(cmd, "policy"))
+        return fx_policy_cmd(argc, argv, usage);
     if (!strcmp(cmd, "serve") || !strcmp(cmd, "check")) {
         int bad = 0, watch = 0;
         int serve = !strcmp(cmd, "serve");

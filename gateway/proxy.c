@@ -35,6 +35,7 @@
 
 #include "arena.h"
 #include "authn.h"
+#include "authorize.h"
 #include "http1.h"
 #include "log.h"
 #include "router.h"
@@ -75,6 +76,8 @@ struct fx_conn {
     fx_pool *pool;
     fx_jwt_claims *claims;        /* the verified caller, or NULL (anonymous) */
     const char *auth_reason;      /* for the log when a token was refused */
+    const char *authz;            /* for the log: "allow", "deny" or "would_deny"; NULL: not decided */
+    char decision_id[33];         /* joins the access log line to the decision log line */
     char rid[33];
     fx_slice request_id;
     uint64_t t0_us;
@@ -288,6 +291,7 @@ static void end_request(fx_conn *c)
         fx_jwt_claims_unref(c->claims);
     c->claims = NULL;
     c->auth_reason = NULL;
+    c->authz = NULL;
     if (c->cfg) {
         fx_config_unref(c->cfg);
         c->cfg = NULL;
@@ -313,6 +317,31 @@ static void end_request(fx_conn *c)
     c->resp_head_done = c->resp_started = c->resp_done = c->resp_any_byte = 0;
     c->up_paused = c->client_paused = 0;
     c->head_started = 0;
+}
+
+/*
+ * Policies decide (authorize.h). A deny is a 403 that names the decision id,
+ * which the decision log line carries with the policies behind it; the
+ * client learns nothing about the policies themselves. Returns -1 when
+ * the request was answered.
+ */
+static int authorize(fx_conn *c, const fx_route_conf *r, int body_unread)
+{
+    fx_authz_request ar;
+    fx_authz_outcome o;
+    fx_authz_request_http(&ar, c->cfg, &c->match, &c->req, c->claims, &c->arena);
+    fx_authz_decide(c->cfg, r, &ar, c->w->rng, &o);
+    memcpy(c->decision_id, o.id, sizeof(o.id));
+    c->authz = o.would_deny ? "would_deny" : o.allow ? "allow" : "deny";
+    fx_authz_log_info info = {"edge", c->request_id, r->name, c->req.method_s, c->req.path, c->claims};
+    fx_authz_log(&c->w->decisions, c->cfg, &o, &info);
+    if (o.allow)
+        return 0;
+    char detail[128];
+    snprintf(detail, sizeof(detail), "denied by policy (decision %s)", o.id);
+    send_problem(c, 403, detail, !body_unread && c->req.keep_alive);
+    finish_request(c);
+    return -1;
 }
 
 static void read_head(fx_conn *c)
@@ -402,6 +431,8 @@ static void read_head(fx_conn *c)
     }
     c->claims = ar.claims;
     c->ups = &c->cfg->upstreams[r->upstream];
+    if (r->authz && authorize(c, r, body_unread) < 0)
+        return;
     c->pool = (size_t)r->upstream < c->w->npools ? c->w->pools[r->upstream] : NULL;
     if (c->pool)
         fx_pool_hold(c->pool);
@@ -1008,7 +1039,7 @@ static void access_log(fx_conn *c)
                      "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"request_id\":\"%.*s\","
                      "\"client\":\"%s\",\"method\":\"%.*s\",\"path\":\"%.*s\",\"route\":\"%s\","
                      "\"upstream\":\"%s\",\"status\":%d,\"bytes_in\":%" PRIu64
-                     ",\"bytes_out\":%" PRIu64 ",\"duration_us\":%" PRIu64 "%s%s%s%s%s%s%s}\n",
+                     ",\"bytes_out\":%" PRIu64 ",\"duration_us\":%" PRIu64 "%s%s%s%s%s%s%s%s%s%s%s%s}\n",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
                      tm.tm_sec, ts.tv_nsec / 1000000, (int)c->request_id.n, c->request_id.p,
                      c->client_ip, (int)ml, method, (int)pl, path, route, ups, c->status,
@@ -1016,7 +1047,10 @@ static void access_log(fx_conn *c)
                      c->upstream_error ? ",\"upstream_error\":\"" : "",
                      c->upstream_error ? c->upstream_error : "", c->upstream_error ? "\"" : "",
                      subject, c->auth_reason ? ",\"auth_error\":\"" : "",
-                     c->auth_reason ? c->auth_reason : "", c->auth_reason ? "\"" : "");
+                     c->auth_reason ? c->auth_reason : "", c->auth_reason ? "\"" : "",
+                     c->authz ? ",\"authz\":\"" : "", c->authz ? c->authz : "",
+                     c->authz ? "\",\"decision_id\":\"" : "", c->authz ? c->decision_id : "",
+                     c->authz ? "\"" : "");
     if (n > 0 && (size_t)n < sizeof(line))
         fx_access_log_write(al, line, (size_t)n);
 }

@@ -19,6 +19,8 @@
  */
 #include "server.h"
 
+#include "authorize.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/event.h>
@@ -59,26 +61,9 @@ const char *fx_worker_date(fx_worker *w)
     return w->date;
 }
 
-/* xorshift128+: fast, good enough for ids (not for secrets) */
-static uint64_t rng_next(fx_worker *w)
-{
-    uint64_t s1 = w->rng[0];
-    const uint64_t s0 = w->rng[1];
-    w->rng[0] = s0;
-    s1 ^= s1 << 23;
-    w->rng[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
-    return w->rng[1] + s0;
-}
-
 void fx_worker_request_id(fx_worker *w, char out[33])
 {
-    static const char hex[] = "0123456789abcdef";
-    uint64_t a = rng_next(w), b = rng_next(w);
-    for (int i = 0; i < 16; i++) {
-        out[i] = hex[(a >> (i * 4)) & 15];
-        out[16 + i] = hex[(b >> (i * 4)) & 15];
-    }
-    out[32] = '\0';
+    fx_log_id(w->rng, out);
 }
 
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
@@ -178,6 +163,8 @@ static void worker_reload(fx_worker *w, unsigned gen)
 
     w->access = s->access;
     w->access.owned = 0;
+    w->decisions = s->decisions;
+    w->decisions.owned = 0;
     w->cfg = n;
     fx_config_unref(o);
     atomic_store(&w->reload_acked, gen);
@@ -310,6 +297,7 @@ int fx_server_start(fx_server *s, fx_config *cfg, const char *config_path)
     memset(s, 0, sizeof(*s));
     atomic_store(&s->cfg, cfg);
     s->access.fd = s->old_access.fd = -1;
+    s->decisions.fd = s->old_decisions.fd = -1;
     s->config_path = strdup(config_path);
     s->nworkers = cfg->workers ? cfg->workers : 1;
     s->workers = calloc(s->nworkers, sizeof(fx_worker));
@@ -325,6 +313,17 @@ int fx_server_start(fx_server *s, fx_config *cfg, const char *config_path)
         fx_log(FX_LOG_ERROR, "log.access: cannot open '%s': %s", cfg->log.access_file,
                strerror(errno));
         return -1;
+    }
+    if (fx_access_log_open(&s->decisions, cfg->log.decisions, cfg->log.decisions_file) < 0) {
+        fx_log(FX_LOG_ERROR, "log.decisions: cannot open '%s': %s", cfg->log.decisions_file,
+               strerror(errno));
+        return -1;
+    }
+    if (fx_route_stats_bind(&s->route_stats, cfg) < 0 || fx_authn_worker_init(&s->api_authn) < 0)
+        return -1;
+    if (getrandom(s->api_rng, sizeof(s->api_rng), 0) != sizeof(s->api_rng) || (s->api_rng[0] | s->api_rng[1]) == 0) {
+        s->api_rng[0] = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+        s->api_rng[1] = 0x9e3779b97f4a7c15ull;
     }
     int *fds = calloc((cfg->nlistens ? cfg->nlistens : 1) * s->nworkers, sizeof(int));
     if (!fds)
@@ -347,6 +346,8 @@ int fx_server_start(fx_server *s, fx_config *cfg, const char *config_path)
         w->cfg = fx_config_ref(cfg);
         w->access = s->access;
         w->access.owned = 0;
+        w->decisions = s->decisions;
+        w->decisions.owned = 0;
         uint64_t seed[2] = {0, 0};
         if (getrandom(seed, sizeof(seed), 0) != sizeof(seed) || (seed[0] | seed[1]) == 0) {
             seed[0] = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
@@ -425,6 +426,8 @@ static void on_keys(fx_jwks_table *t, void *arg)
     fx_server *s = arg;
     for (unsigned i = 0; i < s->nworkers; i++)
         fx_authn_offer_keys(&s->workers[i].authn, t);
+    fx_authn_offer_keys(&s->api_authn, t);
+    fx_authn_take_keys(&s->api_authn); /* the decision API runs here, on the main thread */
     tell_workers(s, FX_CTL_KEYS);
 }
 
@@ -445,13 +448,23 @@ static int workers_caught_up(fx_server *s, int ms)
     }
 }
 
+static int same_sink(int a, const char *afile, int b, const char *bfile)
+{
+    if (a != b)
+        return 0;
+    if (a != FX_LOG_FILE)
+        return 1;
+    return afile && bfile && strcmp(afile, bfile) == 0;
+}
+
 static int same_log(const fx_log_conf *a, const fx_log_conf *b)
 {
-    if (a->access != b->access)
-        return 0;
-    if (a->access != FX_LOG_FILE)
-        return 1;
-    return a->access_file && b->access_file && strcmp(a->access_file, b->access_file) == 0;
+    return same_sink(a->access, a->access_file, b->access, b->access_file);
+}
+
+static int same_decision_log(const fx_log_conf *a, const fx_log_conf *b)
+{
+    return same_sink(a->decisions, a->decisions_file, b->decisions, b->decisions_file);
 }
 
 int fx_server_reload(fx_server *s, fx_diags *d)
@@ -465,8 +478,9 @@ int fx_server_reload(fx_server *s, fx_diags *d)
         atomic_fetch_add(&s->reloads_error, 1);
         return -1;
     }
-    /* the workers are done with the sink before the previous reload */
+    /* the workers are done with the sinks before the previous reload */
     fx_access_log_close(&s->old_access);
+    fx_access_log_close(&s->old_decisions);
 
     fx_config *n = fx_config_load(s->config_path, d);
     fx_config *o = fx_server_config(s);
@@ -513,6 +527,30 @@ int fx_server_reload(fx_server *s, fx_diags *d)
             fx_admin_abort(s->admin);
         ok = 0;
     }
+    fx_access_log decisions = {.fd = -1};
+    if (ok && !same_decision_log(&n->log, &o->log) &&
+        fx_access_log_open(&decisions, n->log.decisions, n->log.decisions_file) < 0) {
+        fx_diags_add(d, n->file, 0, 0, "log.decisions: cannot open '%s': %s", n->log.decisions_file,
+                     strerror(errno));
+        fx_access_log_close(&access);
+        for (size_t k = 0; k < n->nlistens * s->nworkers; k++)
+            if (fds[k] >= 0)
+                close(fds[k]);
+        if (s->admin)
+            fx_admin_abort(s->admin);
+        ok = 0;
+    }
+    if (ok && fx_route_stats_bind(&s->route_stats, n) < 0) {
+        fx_diags_add(d, n->file, 0, 0, "out of memory");
+        fx_access_log_close(&access);
+        fx_access_log_close(&decisions);
+        for (size_t k = 0; k < n->nlistens * s->nworkers; k++)
+            if (fds[k] >= 0)
+                close(fds[k]);
+        if (s->admin)
+            fx_admin_abort(s->admin);
+        ok = 0;
+    }
     if (!ok) {
         free(fds);
         if (n)
@@ -524,6 +562,10 @@ int fx_server_reload(fx_server *s, fx_diags *d)
     if (!same_log(&n->log, &o->log)) {
         s->old_access = s->access;
         s->access = access;
+    }
+    if (!same_decision_log(&n->log, &o->log)) {
+        s->old_decisions = s->decisions;
+        s->decisions = decisions;
     }
     fx_log_set_level(n->log.level);
     for (unsigned i = 0; i < s->nworkers; i++) {
@@ -568,34 +610,65 @@ typedef struct main_ctx {
     struct event *drain_timer;
     struct event *poll_timer;
     struct event *watch_timer;
-    struct stat watched;          /* the config file as last seen by --watch */
+    uint64_t watched;             /* watch_stamp() as last seen by --watch */
     int watch_pending;            /* it changed; reload when the next poll sees it unchanged */
     int stopping;
 } main_ctx;
 
-static int stat_changed(const struct stat *a, const struct stat *b)
+static uint64_t mix_stat(uint64_t h, const char *path)
 {
-    return a->st_ino != b->st_ino || a->st_dev != b->st_dev || a->st_size != b->st_size ||
-           a->st_mtim.tv_sec != b->st_mtim.tv_sec || a->st_mtim.tv_nsec != b->st_mtim.tv_nsec;
+    struct stat st;
+    uint64_t v[6] = {0, 0, 0, 0, 0, 1}; /* a missing file counts as a state of its own */
+    if (stat(path, &st) == 0) {
+        v[0] = (uint64_t)st.st_ino;
+        v[1] = (uint64_t)st.st_dev;
+        v[2] = (uint64_t)st.st_size;
+        v[3] = (uint64_t)st.st_mtim.tv_sec;
+        v[4] = (uint64_t)st.st_mtim.tv_nsec;
+        v[5] = 0;
+    }
+    for (int i = 0; i < 6; i++)
+        h = (h ^ v[i]) * 0x100000001b3ull;
+    return h;
 }
 
-/* --watch: poll the file twice a second (editors replace files, so inotify on the
- * path alone would miss a rename); reload once it changed and then stayed put
+/* What --watch compares: the config file, every policy file of the running config, and
+ * the directories those are in (a file added that a glob would match changes its
+ * directory). */
+static uint64_t watch_stamp(fx_server *s)
+{
+    uint64_t h = mix_stat(0xcbf29ce484222325ull, s->config_path);
+    fx_config *cfg = fx_server_config(s);
+    for (size_t i = 0; cfg->policies && i < cfg->policies->nfiles; i++) {
+        const char *f = cfg->policies->files[i];
+        h = mix_stat(h, f);
+        const char *slash = strrchr(f, '/');
+        char dir[4096];
+        snprintf(dir, sizeof(dir), "%.*s", slash ? (int)(slash - f) : 1, slash ? f : ".");
+        h = mix_stat(h, dir[0] ? dir : "/");
+    }
+    fx_config_unref(cfg);
+    return h;
+}
+
+/* --watch: poll the files twice a second (editors replace files, so inotify on the
+ * path alone would miss a rename); reload once they changed and then stayed put
  * for one poll, so a file caught mid-write is not reloaded half-written */
 static void on_watch(evutil_socket_t fd, short what, void *arg)
 {
     main_ctx *m = arg;
-    struct stat st;
-    if (m->stopping || stat(m->s->config_path, &st) < 0)
+    if (m->stopping)
         return;
-    if (stat_changed(&st, &m->watched)) {
-        m->watched = st;
+    uint64_t stamp = watch_stamp(m->s);
+    if (stamp != m->watched) {
+        m->watched = stamp;
         m->watch_pending = 1;
         return;
     }
     if (m->watch_pending) {
         m->watch_pending = 0;
         reload_and_log(m->s, "--watch");
+        m->watched = watch_stamp(m->s); /* the new config may name other policy files */
     }
 }
 
@@ -680,7 +753,7 @@ int fx_server_run(fx_server *s)
     }
     fx_config_unref(cfg);
     if (s->watch) {
-        stat(s->config_path, &m.watched);
+        m.watched = watch_stamp(s);
         m.watch_timer = event_new(s->main_base, -1, EV_PERSIST, on_watch, &m);
         struct timeval half = {0, 500000};
         event_add(m.watch_timer, &half);
@@ -742,6 +815,10 @@ void fx_server_free(fx_server *s)
     s->main_base = NULL;
     fx_access_log_close(&s->access);
     fx_access_log_close(&s->old_access);
+    fx_access_log_close(&s->decisions);
+    fx_access_log_close(&s->old_decisions);
+    fx_route_stats_free(s->route_stats);
+    fx_authn_worker_free(&s->api_authn);
     free(s->config_path);
     s->config_path = NULL;
     fx_config *c = atomic_exchange(&s->cfg, NULL);

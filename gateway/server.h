@@ -52,6 +52,7 @@ typedef struct fx_worker {
     time_t date_sec;              /* cached Date header value */
     char date[40];
     fx_access_log access;         /* a copy of the server's sink (never owned here) */
+    fx_access_log decisions;      /* the same for the decision log */
     fx_authn_worker authn;        /* verified-token cache and rejection counters */
 } fx_worker;
 
@@ -72,6 +73,11 @@ struct fx_server {
     atomic_ulong reloads_error;
     fx_access_log access;         /* current access log sink */
     fx_access_log old_access;     /* the previous one, closed once every worker moved on */
+    fx_access_log decisions;      /* decision log sink (log.decisions), and its previous one */
+    fx_access_log old_decisions;
+    struct fx_route_stats *route_stats; /* authz counters by route name (main thread adds) */
+    fx_authn_worker api_authn;    /* the decision API's token cache (main thread) */
+    uint64_t api_rng[2];          /* its decision ids */
     struct fx_admin *admin;
     struct fx_jwks *jwks;         /* jwks_uri fetcher (main thread); its bell is rung by workers */
     int watch;                    /* --watch: reload when the file changes */

@@ -1232,6 +1232,14 @@ class FxTestCase(unittest.TestCase):
         return c
 
     # config shorthands
+    def permit_all(self):
+        """A `policies` section with one policy that permits every request: for tests of
+        other features on a gateway with `auth` (policies default to deny)."""
+        path = os.path.join(self.tmp, "permit-all.yaml")
+        with open(path, "w") as f:
+            f.write('policies:\n  - id: permit-all\n    effect: permit\n    when: "true"\n')
+        return {"files": [path]}
+
     @staticmethod
     def config(targets, limits=None, upstream=None, routes=None, **top):
         """One upstream `up` with `targets` and a catch-all route `all` to it."""

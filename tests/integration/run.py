@@ -3,9 +3,10 @@
 
     python3 tests/integration/run.py --build BUILD_DIR [PATTERN ...]
 
-Sets FICUS_BIN and MONOLITH_BIN from BUILD_DIR, discovers test_*.py beside
-this file and runs them with unittest, one line per test. A PATTERN selects
-tests whose id (module.Class.method) contains it, or matches it as a glob.
+Sets FICUS_BIN, MONOLITH_BIN and AUTHZ_EMBED_BIN from BUILD_DIR, discovers
+test_*.py beside this file and runs them with unittest, one line per test. A
+PATTERN selects tests whose id (module.Class.method) contains it, or matches it
+as a glob.
 The last line printed is exactly `N passed, N failed`; skips count as failed
 unless --allow-skips is given. Exit status 1 on any failure.
 """
@@ -65,6 +66,7 @@ def main():
     build = os.path.abspath(args.build)
     os.environ["FICUS_BIN"] = os.path.join(build, "gateway", "ficus")
     os.environ["MONOLITH_BIN"] = os.path.join(build, "examples", "monolith", "monolith")
+    os.environ["AUTHZ_EMBED_BIN"] = os.path.join(build, "examples", "authz_embed", "authz_embed")
     sys.path.insert(0, HERE)
 
     loader = unittest.TestLoader()

@@ -70,7 +70,7 @@ class AuthnBase(fxtest.FxTestCase):
             {"name": "maybe", "match": {"prefix": "/maybe/"}, "upstream": "up", "auth": "optional"},
             {"name": "api", "match": {"prefix": "/"}, "upstream": "up"},
         ]
-        return self.config([self.up.address], routes=routes, auth=auth,
+        return self.config([self.up.address], routes=routes, auth=auth, policies=self.permit_all(),
                            admin={"address": f"127.0.0.1:{self.admin}"})
 
     def claims(self, **kw):

@@ -40,7 +40,7 @@ def run_all(rels, cwd):
 
 def summary_re(rel):
     return re.compile(re.escape(rel) + r": ok: (\d+) listeners?, (\d+) upstreams?, (\d+) routes?, "
-                      r"0 policies \(sha256 ([0-9a-f]{12})\)")
+                      r"(?:\d+) polic(?:y|ies) \(sha256 ([0-9a-f]{12})\)")
 
 
 def sha12(path):

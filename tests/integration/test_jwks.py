@@ -254,6 +254,7 @@ class JwksTestBase(fxtest.FxTestCase):
                   "jwks_refresh": refresh, "jwks_min_refresh": min_refresh}
         cfg = self.config([self.up.address], auth={"issuers": [issuer] + list(extra_issuers),
                                                   "clock_skew": "5s"},
+                          policies=self.permit_all(),
                           admin={"address": f"127.0.0.1:{self.admin_port}"})
         cfg["workers"] = workers
         self.gw = self.gateway(cfg, **kw)
