@@ -82,6 +82,9 @@ struct fx_expr {
     size_t srclen;
     uint32_t top;
     unsigned needs;
+    struct { uint8_t kind; uint32_t off, len; } *reads; /* header / query names read by name */
+    size_t nreads, capreads;
+    unsigned reads_any;  /* FX_EXPR_READS_*: a header / query read by a computed name */
 };
 
 /* ---- lexer ------------------------------------------------------------------------------ */
@@ -740,6 +743,25 @@ static uint32_t parse_path(parser *p, size_t start, size_t rootlen)
     nd = N(p, n);
     nd->first = segfirst;
     nd->n = (uint32_t)nlocal;
+    if ((root == R_HEADERS || root == R_QUERY) && nlocal) {
+        /* which names this expression reads: a repeated one is ambiguous (fx_policy_set_reads) */
+        int kind = root == R_HEADERS ? FX_EXPR_READS_HEADER : FX_EXPR_READS_QUERY;
+        if (local[0].kind == SEG_EXPR) {
+            p->e->reads_any |= (unsigned)kind;
+        } else if (local[0].kind == SEG_KEY) {
+            fx_expr *e = p->e;
+            void *nv = grow(e->reads, &e->capreads, e->nreads + 1, sizeof(*e->reads));
+            if (!nv) {
+                fail_at(p, nd->start, "out of memory");
+                return 0;
+            }
+            e->reads = nv;
+            e->reads[e->nreads].kind = (uint8_t)kind;
+            e->reads[e->nreads].off = local[0].a;
+            e->reads[e->nreads].len = local[0].len;
+            e->nreads++;
+        }
+    }
     if ((root == R_PARAMS || root == R_HEADERS || root == R_QUERY) && nd->n > 1) {
         fail_at(p, nd->start, "request.%s values are strings and have no fields",
                 root == R_PARAMS ? "params" : root == R_HEADERS ? "headers" : "query");
@@ -1170,6 +1192,7 @@ void fx_expr_free(fx_expr *e)
     free(e->segs);
     free(e->strs);
     free(e->src);
+    free(e->reads);
     free(e);
 }
 
@@ -1233,6 +1256,14 @@ fx_expr *fx_expr_compile(const char *src, size_t len, fx_expr_error *err)
 }
 
 unsigned fx_expr_needs(const fx_expr *e) { return e->needs; }
+
+unsigned fx_expr_reads(const fx_expr *e, void (*fn)(void *arg, int kind, const char *name, size_t len),
+                       void *arg)
+{
+    for (size_t i = 0; i < e->nreads; i++)
+        fn(arg, e->reads[i].kind, e->strs + e->reads[i].off, e->reads[i].len);
+    return e->reads_any;
+}
 
 /* ---- values ------------------------------------------------------------------------------------- */
 

@@ -324,6 +324,15 @@ fx_policy_set *fx_policy_set_ref(fx_policy_set *s);
 void fx_policy_set_unref(fx_policy_set *s);
 size_t fx_policy_set_count(const fx_policy_set *s);
 unsigned fx_policy_set_needs(const fx_policy_set *s);
+/*
+ * Does some policy read this request header (names compare case-insensitively) or this
+ * query parameter? Also 1 for every name when a policy reads one by a computed name.
+ * Policies see the first of repeated headers or parameters; a caller that forwards the
+ * request must refuse one whose repeated name a policy reads (the upstream may read
+ * another copy than the policy did). The gateway answers 400.
+ */
+int fx_policy_set_reads_header(const fx_policy_set *s, const char *name, size_t len);
+int fx_policy_set_reads_query(const fx_policy_set *s, const char *name, size_t len);
 /* The index of a route name for fx_authz_request.route_index, or -1. */
 int fx_policy_set_route(const fx_policy_set *s, const char *name, size_t len);
 const char *fx_policy_id(const fx_policy_set *s, uint32_t policy);

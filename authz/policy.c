@@ -15,7 +15,9 @@
  */
 #include "policy_internal.h"
 
+#include <ctype.h>
 #include <stdarg.h>
+#include <strings.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,6 +71,9 @@ struct fx_policy_set {
     route_ix *ix;     /* [nroutes] */
     route_ix global;  /* a route the set does not know: only policies without `routes` */
     unsigned needs;
+    char **hdr_reads, **query_reads; /* names read by name (headers lower-case), distinct */
+    size_t nhdr_reads, nquery_reads;
+    unsigned reads_any;              /* FX_EXPR_READS_*: some name is read by a computed name */
 };
 
 /* ---- diagnostics --------------------------------------------------------------------- */
@@ -103,7 +108,7 @@ void fx_authz_diag_add(fx_authz_diags *d, const char *file, int line, int col, c
 void fx_authz_diags_print(const fx_authz_diags *d, void *stdio_file)
 {
     FILE *out = stdio_file;
-    for (size_t i = 0; i < d->n; i++)
+    for (size_t i = 0; d && i < d->n; i++)
         fprintf(out, "%s:%d:%d: error: %s\n", d->v[i].file, d->v[i].line, d->v[i].col, d->v[i].msg);
 }
 
@@ -333,7 +338,7 @@ static const char *closest_route(const fx_policy_builder *b, const char *name, s
     size_t bd = 3;
     for (size_t i = 0; i < b->nroutes; i++) {
         size_t d = edit_distance(name, len, b->routes[i]);
-        if (d < bd)
+        if (d < bd && d < strlen(b->routes[i])) /* 'a' is no near miss of 'b' */
             bd = d, best = b->routes[i];
     }
     return best;
@@ -472,7 +477,60 @@ static void set_free(fx_policy_set *s)
     free(s->routes);
     free(s->ix);
     ix_free(&s->global);
+    for (size_t i = 0; i < s->nhdr_reads; i++)
+        free(s->hdr_reads[i]);
+    for (size_t i = 0; i < s->nquery_reads; i++)
+        free(s->query_reads[i]);
+    free(s->hdr_reads);
+    free(s->query_reads);
     free(s);
+}
+
+typedef struct reads_acc {
+    fx_policy_set *s;
+    int oom;
+} reads_acc;
+
+static int name_in(char *const *v, size_t n, const char *name, size_t len, int ci)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strlen(v[i]) == len && (ci ? strncasecmp(v[i], name, len) : memcmp(v[i], name, len)) == 0)
+            return 1;
+    return 0;
+}
+
+static void add_read(void *arg, int kind, const char *name, size_t len)
+{
+    reads_acc *acc = arg;
+    fx_policy_set *s = acc->s;
+    char ***v = kind == FX_EXPR_READS_HEADER ? &s->hdr_reads : &s->query_reads;
+    size_t *n = kind == FX_EXPR_READS_HEADER ? &s->nhdr_reads : &s->nquery_reads;
+    if (name_in(*v, *n, name, len, kind == FX_EXPR_READS_HEADER))
+        return;
+    char **nv = realloc(*v, (*n + 1) * sizeof(char *));
+    char *copy = strndup(name, len);
+    if (!nv || !copy) {
+        if (nv)
+            *v = nv;
+        free(copy);
+        acc->oom = 1;
+        return;
+    }
+    if (kind == FX_EXPR_READS_HEADER)
+        for (size_t i = 0; i < len; i++)
+            copy[i] = (char)tolower((unsigned char)copy[i]);
+    *v = nv;
+    nv[(*n)++] = copy;
+}
+
+int fx_policy_set_reads_header(const fx_policy_set *s, const char *name, size_t len)
+{
+    return s && ((s->reads_any & FX_EXPR_READS_HEADER) || name_in(s->hdr_reads, s->nhdr_reads, name, len, 1));
+}
+
+int fx_policy_set_reads_query(const fx_policy_set *s, const char *name, size_t len)
+{
+    return s && ((s->reads_any & FX_EXPR_READS_QUERY) || name_in(s->query_reads, s->nquery_reads, name, len, 0));
 }
 
 static int applies_to(const policy *p, uint32_t route)
@@ -538,10 +596,13 @@ fx_policy_set *fx_policy_builder_finish(fx_policy_builder *b, fx_authz_diags *d)
     b->routes = NULL;
     b->nroutes = 0;
     fx_policy_builder_free(b);
-    for (size_t i = 0; i < s->n; i++)
+    reads_acc acc = {s, 0};
+    for (size_t i = 0; i < s->n; i++) {
         s->needs |= fx_expr_needs(s->v[i].when);
+        s->reads_any |= fx_expr_reads(s->v[i].when, add_read, &acc);
+    }
     s->ix = calloc(s->nroutes ? s->nroutes : 1, sizeof(route_ix));
-    int bad = !s->ix || build_ix(s, UINT32_MAX, &s->global) < 0;
+    int bad = acc.oom || !s->ix || build_ix(s, UINT32_MAX, &s->global) < 0;
     for (size_t r = 0; !bad && r < s->nroutes; r++)
         bad = build_ix(s, (uint32_t)r, &s->ix[r]) < 0;
     if (bad) {

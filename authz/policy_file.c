@@ -1315,15 +1315,25 @@ static int read_policy_file(yfile *f, fx_policy_builder *b)
     if (f->nerr)
         return -1;
     check_keys(f);
-    if (!root || is_null(root))
-        return 0;
+    /* An empty or truncated file is an error, never "no policies": losing a file's forbids
+     * on a reload must not look like success. No policies at all is `policies: []`. */
+    if (!root || is_null(root)) {
+        ferr(f, root ? npos(f, root) : (fx_src_pos){1, 1},
+             "the file has no policies (it is empty or null); a file that means none says `policies: []`");
+        return -1;
+    }
     if (root->type != YAML_MAPPING_NODE) {
         ferr(f, npos(f, root), "expected a mapping with a `policies` list at the top level, got %s",
              kind(root));
         return -1;
     }
     check_known(f, root, "", policy_file_keys, " (a policy file has one key: policies)");
-    yaml_node_t *list = get(f, root, "policies", NULL);
+    yaml_node_t *keyn = NULL;
+    yaml_node_t *list = get(f, root, "policies", &keyn);
+    if (!list)
+        ferr(f, npos(f, root), "no `policies` key; a file that means no policies says `policies: []`");
+    else if (is_null(list))
+        ferr(f, npos(f, keyn ? keyn : list), "policies: empty; write `policies: []` for a file with no policies");
     if (list && !is_null(list) && list->type != YAML_SEQUENCE_NODE) {
         ferr(f, npos(f, list), "policies: expected a list of policies, got %s", kind(list));
     } else if (list && !is_null(list)) {
@@ -1699,14 +1709,23 @@ static int read_test_file(yfile *f, fx_policy_cases *out)
     if (f->nerr)
         return -1;
     check_keys(f);
-    if (!root || is_null(root))
-        return 0;
+    /* as for policy files: a truncated test file must not pass by running nothing */
+    if (!root || is_null(root)) {
+        ferr(f, root ? npos(f, root) : (fx_src_pos){1, 1},
+             "the file has no tests (it is empty or null); a file that means none says `tests: []`");
+        return -1;
+    }
     if (root->type != YAML_MAPPING_NODE) {
         ferr(f, npos(f, root), "expected a mapping with a `tests` list at the top level, got %s", kind(root));
         return -1;
     }
     check_known(f, root, "", test_file_keys, " (a policy test file has one key: tests)");
-    yaml_node_t *list = get(f, root, "tests", NULL);
+    yaml_node_t *tkey = NULL;
+    yaml_node_t *list = get(f, root, "tests", &tkey);
+    if (!list)
+        ferr(f, npos(f, root), "no `tests` key; a file that means no tests says `tests: []`");
+    else if (is_null(list))
+        ferr(f, npos(f, tkey ? tkey : list), "tests: empty; write `tests: []` for a file with no tests");
     if (list && !is_null(list)) {
         if (list->type != YAML_SEQUENCE_NODE) {
             ferr(f, npos(f, list), "tests: expected a list of tests, got %s", kind(list));

@@ -37,6 +37,8 @@ typedef struct fx_src_pos {
     int line, col; /* 1-based; 0 when unknown */
 } fx_src_pos;
 
+/* Appends a diagnostic; `d` may be NULL (the caller wants none). Out of memory, the message
+ * is dropped: callers decide success by their return value, never by d->n. */
 void fx_authz_diag_add(fx_authz_diags *d, const char *file, int line, int col, const char *fmt,
                        ...) __attribute__((format(printf, 5, 6)));
 
@@ -67,7 +69,10 @@ typedef struct fx_policy_spec {
 } fx_policy_spec;
 
 /* Checks what needs the whole set (duplicate ids, unknown routes), compiles `when`, and
- * adds the policy. 0, or -1 with positioned diagnostics (the builder is then failed). */
+ * adds the policy. 0, or -1 with positioned diagnostics (the builder is then failed).
+ * Everything `spec` points to (strings, positions, when_map and its argument) is borrowed
+ * for this call only; the builder copies what it keeps. Names reach messages as they are:
+ * a caller other than policy_file.c must refuse control characters in ids and routes. */
 int fx_policy_builder_add(fx_policy_builder *b, const fx_policy_spec *spec, fx_authz_diags *d);
 /* A reader found an error of its own: the builder is failed (finish returns NULL). */
 void fx_policy_builder_fail(fx_policy_builder *b);
@@ -87,6 +92,14 @@ fx_expr *fx_expr_compile(const char *src, size_t len, fx_expr_error *err);
 void fx_expr_free(fx_expr *e);
 /* FX_AUTHZ_NEEDS_* of this expression. */
 unsigned fx_expr_needs(const fx_expr *e);
+
+/* The header and query names the expression reads by name (request.headers['x-tenant'],
+ * request.query.page), one call each; returns FX_EXPR_READS_* bits for reads by a computed
+ * name (request.headers[token.h]), which may read any name. */
+#define FX_EXPR_READS_HEADER 1
+#define FX_EXPR_READS_QUERY 2
+unsigned fx_expr_reads(const fx_expr *e, void (*fn)(void *arg, int kind, const char *name, size_t len),
+                       void *arg);
 
 /* Evaluates to true (1) or not (0: false, missing fields, type mismatches, non-boolean). */
 int fx_expr_eval(const fx_expr *e, const fx_authz_request *req);

@@ -146,7 +146,8 @@ static void metrics_text(fx_server *s, struct evbuffer *b)
     evbuffer_add_printf(b, "# HELP ficus_jwt_rejections_total Tokens refused at the edge, by reason.\n"
                            "# TYPE ficus_jwt_rejections_total counter\n");
     for (int r = FX_JWT_MISSING; r <= FX_JWT_BAD_ISSUER; r++) {
-        unsigned long sum = 0;
+        /* the workers' and the decision API's: both verify with the same code */
+        unsigned long sum = atomic_load_explicit(&s->api_authn.rejections[r], memory_order_relaxed);
         for (unsigned i = 0; i < s->nworkers; i++)
             sum += atomic_load_explicit(&s->workers[i].authn.rejections[r], memory_order_relaxed);
         evbuffer_add_printf(b, "ficus_jwt_rejections_total{reason=\"%s\"} %lu\n",
@@ -318,11 +319,14 @@ static void authz_check(admin_conn *c, const fx_http_msg *m, const char *body, s
     }
     fx_config *cfg = fx_server_config(s);
     struct evbuffer *b = evbuffer_new();
+    fx_arena a; /* one check's request view at a time: a batch does not pile up memory */
+    fx_arena_init(&a, 4096);
     if (checks.batch)
         evbuffer_add(b, "{\"results\":[", 12);
     for (size_t i = 0; i < checks.n; i++) {
         fx_authz_check_result res;
-        fx_authz_check_run(cfg, &s->api_authn, &checks.v[i], s->api_rng, &c->arena, &res);
+        fx_arena_reset(&a);
+        fx_authz_check_run(cfg, &s->api_authn, &checks.v[i], s->api_rng, &a, &res);
         if (res.decided) {
             fx_authz_log_info info = {"api", request_id, res.route ? res.route->name : NULL,
                                       fx_slice_cstr(checks.v[i].method), fx_slice_cstr(checks.v[i].path),
@@ -350,6 +354,7 @@ static void authz_check(admin_conn *c, const fx_http_msg *m, const char *body, s
             fx_jwt_claims_unref(res.claims);
     }
     evbuffer_add(b, checks.batch ? "]}\n" : "\n", checks.batch ? 3 : 1);
+    fx_arena_free(&a);
     fx_authz_checks_free(&checks);
     fx_config_unref(cfg);
     respond(c, 200, "application/json", b, keep);

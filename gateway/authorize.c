@@ -31,14 +31,15 @@ static int hexval(int c)
     return -1;
 }
 
-/* Percent-decodes into `a`; a '%' not followed by two hex digits stays as it is. */
-static fx_authz_str decode(const char *p, size_t n, fx_arena *a)
+/* Percent-decodes into `a`; a '%' not followed by two hex digits stays as it is. -1: no memory. */
+static int decode(const char *p, size_t n, fx_arena *a, fx_authz_str *out)
 {
+    *out = (fx_authz_str){p, n};
     if (!memchr(p, '%', n) && !memchr(p, '+', n))
-        return (fx_authz_str){p, n};
+        return 0;
     char *o = fx_arena_alloc(a, n + 1);
     if (!o)
-        return (fx_authz_str){p, n};
+        return -1;
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         int h, l;
@@ -51,10 +52,11 @@ static fx_authz_str decode(const char *p, size_t n, fx_arena *a)
             o[k++] = p[i];
         }
     }
-    return (fx_authz_str){o, k};
+    *out = (fx_authz_str){o, k};
+    return 0;
 }
 
-size_t fx_authz_query_parse(fx_slice q, fx_arena *a, fx_authz_kv **out)
+long fx_authz_query_parse(fx_slice q, fx_arena *a, fx_authz_kv **out)
 {
     *out = NULL;
     if (!q.p || q.n == 0)
@@ -64,7 +66,7 @@ size_t fx_authz_query_parse(fx_slice q, fx_arena *a, fx_authz_kv **out)
         n += q.p[i] == '&';
     fx_authz_kv *kv = fx_arena_alloc(a, n * sizeof(*kv));
     if (!kv)
-        return 0;
+        return -1;
     size_t k = 0;
     const char *p = q.p, *end = q.p + q.n;
     while (p < end) {
@@ -73,18 +75,20 @@ size_t fx_authz_query_parse(fx_slice q, fx_arena *a, fx_authz_kv **out)
         if (e > p) {
             const char *eq = memchr(p, '=', (size_t)(e - p));
             const char *ne = eq ? eq : e;
-            kv[k].name = decode(p, (size_t)(ne - p), a);
-            kv[k].value = eq ? decode(eq + 1, (size_t)(e - eq - 1), a) : (fx_authz_str){"", 0};
+            kv[k].value = (fx_authz_str){"", 0};
+            if (decode(p, (size_t)(ne - p), a, &kv[k].name) < 0 ||
+                (eq && decode(eq + 1, (size_t)(e - eq - 1), a, &kv[k].value) < 0))
+                return -1;
             k++;
         }
         p = amp ? amp + 1 : end;
     }
     *out = kv;
-    return k;
+    return (long)k;
 }
 
-void fx_authz_request_http(fx_authz_request *out, const fx_config *cfg, const fx_route_match *m,
-                           const fx_http_msg *req, const fx_jwt_claims *claims, fx_arena *a)
+int fx_authz_request_http(fx_authz_request *out, const fx_config *cfg, const fx_route_match *m,
+                          const fx_http_msg *req, const fx_jwt_claims *claims, fx_arena *a)
 {
     memset(out, 0, sizeof(*out));
     const fx_policy_set *set = cfg->policies ? cfg->policies->set : NULL;
@@ -101,23 +105,57 @@ void fx_authz_request_http(fx_authz_request *out, const fx_config *cfg, const fx
             kv[i].name = (fx_authz_str){m->params[i].name.p, m->params[i].name.n};
             kv[i].value = (fx_authz_str){m->params[i].value.p, m->params[i].value.n};
         }
+        if (!kv)
+            return -1; /* never decide on less than the request: the caller answers 503 */
         out->params = kv;
-        out->nparams = kv ? m->nparams : 0;
+        out->nparams = m->nparams;
     }
     if ((needs & FX_AUTHZ_NEEDS_HEADERS) && req->nheaders) {
         fx_authz_kv *kv = fx_arena_alloc(a, req->nheaders * sizeof(*kv));
-        for (size_t i = 0; kv && i < req->nheaders; i++) {
+        if (!kv)
+            return -1;
+        for (size_t i = 0; i < req->nheaders; i++) {
             kv[i].name = (fx_authz_str){req->headers[i].name.p, req->headers[i].name.n};
             kv[i].value = (fx_authz_str){req->headers[i].value.p, req->headers[i].value.n};
         }
         out->headers = kv;
-        out->nheaders = kv ? req->nheaders : 0;
+        out->nheaders = req->nheaders;
     }
     if (needs & FX_AUTHZ_NEEDS_QUERY) {
         fx_authz_kv *kv;
-        out->nquery = fx_authz_query_parse(req->query, a, &kv);
+        long n = fx_authz_query_parse(req->query, a, &kv);
+        if (n < 0)
+            return -1;
+        out->nquery = (size_t)n;
         out->query = kv;
     }
+    return 0;
+}
+
+const char *fx_authz_repeated(const fx_config *cfg, const fx_authz_request *req, char *buf, size_t cap)
+{
+    const fx_policy_set *set = cfg->policies ? cfg->policies->set : NULL;
+    for (size_t i = 0; i < req->nheaders; i++) {
+        const fx_authz_str *n = &req->headers[i].name;
+        if (!fx_policy_set_reads_header(set, n->p, n->len))
+            continue;
+        for (size_t j = 0; j < i; j++)
+            if (req->headers[j].name.len == n->len && !strncasecmp(req->headers[j].name.p, n->p, n->len)) {
+                snprintf(buf, cap, "the header '%.*s'", (int)(n->len > 64 ? 64 : n->len), n->p);
+                return buf;
+            }
+    }
+    for (size_t i = 0; i < req->nquery; i++) {
+        const fx_authz_str *n = &req->query[i].name;
+        if (!fx_policy_set_reads_query(set, n->p, n->len))
+            continue;
+        for (size_t j = 0; j < i; j++)
+            if (req->query[j].name.len == n->len && !memcmp(req->query[j].name.p, n->p, n->len)) {
+                snprintf(buf, cap, "the query parameter '%.*s'", (int)(n->len > 64 ? 64 : n->len), n->p);
+                return buf;
+            }
+    }
+    return NULL;
 }
 
 /* ---- deciding ------------------------------------------------------------------------ */
@@ -281,9 +319,17 @@ void fx_authz_check_run(const fx_config *cfg, fx_authn_worker *aw, const fx_auth
     req->headers = ck->headers;
     req->nheaders = ck->nheaders;
     req->context = ck->context;
-    fx_authz_kv *q = NULL;
-    req->nquery = ck->query ? fx_authz_query_parse(fx_slice_cstr(ck->query), a, &q) : 0;
-    req->query = q;
+    const fx_policy_set *set = cfg->policies ? cfg->policies->set : NULL;
+    if (ck->query && (fx_policy_set_needs(set) & FX_AUTHZ_NEEDS_QUERY)) {
+        fx_authz_kv *q = NULL;
+        long nq = fx_authz_query_parse(fx_slice_cstr(ck->query), a, &q);
+        if (nq < 0) {
+            res->reason = "out_of_memory";
+            return;
+        }
+        req->query = q;
+        req->nquery = (size_t)nq;
+    }
     int method = fx_authz_method_number(ck->method);
     if (method < 0) {
         res->reason = "bad_method";
@@ -293,14 +339,11 @@ void fx_authz_check_run(const fx_config *cfg, fx_authn_worker *aw, const fx_auth
         res->reason = "bad_path"; /* the edge answers 400: never a decision for it */
         return;
     }
-    /* the router wants the host without port, any case */
+    /* the router wants the host without port, any case: split as the edge splits Host */
     fx_slice host = FX_SLICE_NULL;
-    if (ck->host) {
-        const char *h = ck->host, *colon = strrchr(h, ':');
-        size_t hl = strlen(h);
-        if (colon && h[0] != '[')
-            hl = (size_t)(colon - h);
-        host = fx_slice_make(h, hl);
+    if (ck->host && fx_http_split_host(fx_slice_cstr(ck->host), &host) < 0) {
+        res->reason = "bad_host";
+        return;
     }
     fx_route_match *m = fx_arena_alloc(a, sizeof(*m));
     const fx_route_conf *r = m ? fx_router_match(cfg, method, host, fx_slice_cstr(ck->path), m) : NULL;
@@ -325,10 +368,16 @@ void fx_authz_check_run(const fx_config *cfg, fx_authn_worker *aw, const fx_auth
         res->allow = 1;
         return;
     }
-    if (ck->claims) {
-        req->token = ck->claims;
-    } else if (!cfg->auth) {
+    char what[100];
+    if (fx_authz_repeated(cfg, req, what, sizeof(what))) {
+        res->reason = "ambiguous"; /* the edge answers 400: a name policies read is repeated */
+        return;
+    }
+    if (!cfg->auth) {
         /* as at the edge: without an auth section no token is looked at (anonymous) */
+        res->token_ignored = ck->token || ck->claims;
+    } else if (ck->claims) {
+        req->token = ck->claims;
     } else if (ck->token) {
         fx_authn_result ar;
         fx_authn_verify(aw, cfg, ck->token, strlen(ck->token), &ar);

@@ -52,12 +52,18 @@ typedef struct fx_authz_log_info {
 /*
  * The request as policies see it, from a parsed HTTP request and its route
  * match: params, headers and the decoded query are built (in `a`) only if
- * some policy reads them. Slices point into `req`, `m` and `a`.
+ * some policy reads them. Slices point into `req`, `m` and `a`. 0, or -1 when out of
+ * memory: then the request must not be decided on what was built (the caller answers 503).
  */
-void fx_authz_request_http(fx_authz_request *out, const fx_config *cfg, const fx_route_match *m,
-                           const fx_http_msg *req, const fx_jwt_claims *claims, fx_arena *a);
-/* The query string split at '&' and '=', percent-decoded ('+' is a space), into `a`. */
-size_t fx_authz_query_parse(fx_slice query, fx_arena *a, fx_authz_kv **out);
+int fx_authz_request_http(fx_authz_request *out, const fx_config *cfg, const fx_route_match *m,
+                          const fx_http_msg *req, const fx_jwt_claims *claims, fx_arena *a);
+/* The query string split at '&' and '=', percent-decoded ('+' is a space), into `a`: the
+ * number of pairs, or -1 when out of memory. */
+long fx_authz_query_parse(fx_slice query, fx_arena *a, fx_authz_kv **out);
+/* A header or query name a policy reads that the request has more than once ("the header
+ * 'x-tenant'", in buf), or NULL. Policies see the first copy; the upstream may read another,
+ * so such a request is refused (400), never decided. */
+const char *fx_authz_repeated(const fx_config *cfg, const fx_authz_request *req, char *buf, size_t cap);
 
 /*
  * Decides a request of route `r` (one with r->authz): with no policies
@@ -81,7 +87,8 @@ size_t fx_authz_policies_json(const fx_config *cfg, const fx_authz_decision *d, 
 /* One check decided as the edge would decide the same request. */
 typedef struct fx_authz_check_result {
     const char *reason;         /* permitted, forbidden, no_policy; or no_route, auth_none,
-                                   missing_token, invalid_token, bad_method, bad_path */
+                                   missing_token, invalid_token, bad_method, bad_path, bad_host,
+                                   ambiguous (a name policies read is repeated) */
     const fx_route_conf *route; /* NULL: no route matched */
     int decided;                /* the policies ran (o is filled) */
     int allow;
@@ -89,6 +96,7 @@ typedef struct fx_authz_check_result {
     fx_authz_request req;       /* what the policies saw (slices into the check and the arena) */
     fx_jwt_claims *claims;      /* a verified token's claims (a reference), or NULL */
     const char *token_detail;   /* invalid_token: why (static text, no key material) */
+    int token_ignored;          /* the config has no auth section: a token is not looked at */
 } fx_authz_check_result;
 
 /*

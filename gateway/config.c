@@ -3700,13 +3700,30 @@ static unsigned online_cpus(void)
     return n < 1 ? 1 : n > 256 ? 256 : (unsigned)n;
 }
 
-/* SHA-256 of the bytes the snapshot was built from, as 64 hex digits. */
-static void config_hash(const char *buf, size_t len, char out[65])
+/* SHA-256 of the bytes the snapshot was built from, as 64 hex digits: the config file and,
+ * after it, each policy file's name and bytes (so an edited policy changes the hash that
+ * /metrics and /admin/config show). */
+static void config_hash(const fx_config *cfg, const char *buf, size_t len, char out[65])
 {
     static const char hex[] = "0123456789abcdef";
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
-    if (!EVP_Digest(buf, len, md, &mdlen, EVP_sha256(), NULL) || mdlen != 32) {
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) && EVP_DigestUpdate(ctx, buf, len);
+    for (size_t i = 0; ok && cfg->policies && i < cfg->policies->nfiles; i++) {
+        const char *f = cfg->policies->files[i];
+        ok = EVP_DigestUpdate(ctx, f, strlen(f) + 1);
+        FILE *fp = fopen(f, "rb");
+        char chunk[8192];
+        size_t n;
+        while (ok && fp && (n = fread(chunk, 1, sizeof(chunk), fp)) > 0)
+            ok = EVP_DigestUpdate(ctx, chunk, n);
+        if (fp)
+            fclose(fp);
+    }
+    ok = ok && EVP_DigestFinal_ex(ctx, md, &mdlen);
+    EVP_MD_CTX_free(ctx);
+    if (!ok || mdlen != 32) {
         out[0] = '\0';
         return;
     }
@@ -3823,7 +3840,7 @@ fx_config *fx_config_load_buffer_ex(const char *name, const char *buf, size_t le
         return NULL;
     }
     atomic_init(&cfg->refs, 1);
-    config_hash(buf, len, cfg->hash);
+    config_hash(cfg, buf, len, cfg->hash);
     cfg->loaded_at = time(NULL);
     return cfg;
 }

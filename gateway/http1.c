@@ -247,7 +247,7 @@ static int valid_value(fx_slice s)
 }
 
 /* Host = uri-host [ ":" port ]; reg-name or IP-literal. Returns 0 ok. */
-static int split_host(fx_slice host, fx_slice *name)
+int fx_http_split_host(fx_slice host, fx_slice *name)
 {
     const char *p = host.p, *end = host.p + host.n;
     if (host.n == 0) {
@@ -638,12 +638,12 @@ int fx_http_parse_request(fx_arena *arena, const char *head, size_t len, fx_http
         return fail(err, 400, "missing Host header (required in HTTP/1.1)", head, head + len);
     if (host) {
         fx_slice hn;
-        if (split_host(host->value, &hn) || (host->value.n == 0 && !m->absolute_form))
+        if (fx_http_split_host(host->value, &hn) || (host->value.n == 0 && !m->absolute_form))
             return fail(err, 400, "invalid Host header", head, host->value.p);
         if (!m->absolute_form)
             m->host = host->value;
     }
-    if (m->host.p && split_host(m->host, &m->host_name))
+    if (m->host.p && fx_http_split_host(m->host, &m->host_name))
         return fail(err, 400, "invalid authority in request target", head, m->host.p);
 
     if (check_framing(m, head, err, 400, 1))

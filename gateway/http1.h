@@ -147,4 +147,8 @@ int fx_http_method_idempotent(int method);
  * its query): the edge refuses such a request (400); the decision API answers "bad_path". */
 int fx_http_path_has_dot_segment(fx_slice path);
 
+/* Host = uri-host [ ":" port ] → the host without its port (an IP literal keeps its brackets),
+ * as the router wants it. 0, or -1 when it is not a valid Host value. */
+int fx_http_split_host(fx_slice host, fx_slice *name);
+
 #endif

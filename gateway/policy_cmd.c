@@ -124,6 +124,16 @@ static void matched_list(const fx_policy_set *set, const fx_authz_decision *d, c
 
 /* ---- ficus policy test ------------------------------------------------------------------------ */
 
+/* An id the case's `policies` lists twice (the comparison below counts), or NULL. */
+static const char *dup_id(const fx_policy_case *k)
+{
+    for (size_t i = 0; i < k->nexpect_policies; i++)
+        for (size_t j = 0; j < i; j++)
+            if (!strcmp(k->expect_policies[i], k->expect_policies[j]))
+                return k->expect_policies[i];
+    return NULL;
+}
+
 typedef struct case_outcome {
     int allow;
     const char *reason;
@@ -143,7 +153,7 @@ static void run_case(const fx_config *cfg, const fx_policy_set *set, const fx_po
     r.nheaders = k->nheaders;
     r.query = k->query;
     r.nquery = k->nquery;
-    r.token = k->token;
+    r.token = cfg && !cfg->auth ? NULL : k->token; /* no auth section: the edge looks at no token */
     r.context = k->context;
     r.params = k->params;
     r.nparams = k->nparams;
@@ -310,6 +320,8 @@ static int cmd_test(const char *dir, const char *config)
                     ids[0] = '\0';
                 snprintf(why, sizeof(why), "expected %s, got %s (%s%s%s)", k->expect_allow ? "allow" : "deny",
                          o.allow ? "allow" : "deny", o.reason, *ids ? ": " : "", ids);
+            } else if (k->has_expect_policies && dup_id(k)) {
+                snprintf(why, sizeof(why), "`policies` names '%s' twice", dup_id(k));
             } else if (k->has_expect_policies) {
                 size_t n = o.decided ? o.d.nmatched : 0;
                 int same = n == k->nexpect_policies;
@@ -471,7 +483,9 @@ static int cmd_eval(const char *config, const char *input)
     else
         fputs("null", f);
     fprintf(f, ",\n  \"token\": \"%s\"",
-            ck->claims ? "claims as given (not verified)" : !ck->token ? "none"
+            res.token_ignored ? "ignored (the config has no auth section, as at the edge)"
+            : ck->claims      ? "claims as given (not verified)"
+            : !ck->token      ? "none"
                          : res.claims                            ? "verified"
                          : res.token_detail                      ? "refused"
                                                                  : "not checked");

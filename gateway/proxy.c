@@ -329,7 +329,19 @@ static int authorize(fx_conn *c, const fx_route_conf *r, int body_unread)
 {
     fx_authz_request ar;
     fx_authz_outcome o;
-    fx_authz_request_http(&ar, c->cfg, &c->match, &c->req, c->claims, &c->arena);
+    int keep = !body_unread && c->req.keep_alive;
+    if (fx_authz_request_http(&ar, c->cfg, &c->match, &c->req, c->claims, &c->arena) < 0) {
+        send_problem(c, 503, "out of memory", 0); /* fail closed */
+        finish_request(c);
+        return -1;
+    }
+    char what[100], detail[200];
+    if (fx_authz_repeated(c->cfg, &ar, what, sizeof(what))) {
+        snprintf(detail, sizeof(detail), "%s appears more than once, and a policy reads it", what);
+        send_problem(c, 400, detail, keep);
+        finish_request(c);
+        return -1;
+    }
     fx_authz_decide(c->cfg, r, &ar, c->w->rng, &o);
     memcpy(c->decision_id, o.id, sizeof(o.id));
     c->authz = o.would_deny ? "would_deny" : o.allow ? "allow" : "deny";
@@ -337,9 +349,8 @@ static int authorize(fx_conn *c, const fx_route_conf *r, int body_unread)
     fx_authz_log(&c->w->decisions, c->cfg, &o, &info);
     if (o.allow)
         return 0;
-    char detail[128];
     snprintf(detail, sizeof(detail), "denied by policy (decision %s)", o.id);
-    send_problem(c, 403, detail, !body_unread && c->req.keep_alive);
+    send_problem(c, 403, detail, keep);
     finish_request(c);
     return -1;
 }

@@ -321,6 +321,7 @@ int fx_server_start(fx_server *s, fx_config *cfg, const char *config_path)
     }
     if (fx_route_stats_bind(&s->route_stats, cfg) < 0 || fx_authn_worker_init(&s->api_authn) < 0)
         return -1;
+    s->api_authn.bell = fx_jwks_get_bell(s->jwks); /* an unknown kid asks for a refetch, as at the edge */
     if (getrandom(s->api_rng, sizeof(s->api_rng), 0) != sizeof(s->api_rng) || (s->api_rng[0] | s->api_rng[1]) == 0) {
         s->api_rng[0] = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
         s->api_rng[1] = 0x9e3779b97f4a7c15ull;
@@ -589,8 +590,10 @@ int fx_server_reload(fx_server *s, fx_diags *d)
         fx_admin_commit(s->admin, n);
     fx_config_unref(o);
     atomic_fetch_add(&s->reloads_ok, 1);
-    fx_log(FX_LOG_INFO, "reloaded %s (sha256 %.12s…: %zu routes, %zu upstreams)", n->file, n->hash,
-           n->nroutes, n->nupstreams);
+    size_t npol = n->policies ? fx_policy_set_count(n->policies->set) : 0;
+    size_t opol = o->policies ? fx_policy_set_count(o->policies->set) : 0;
+    fx_log(FX_LOG_INFO, "reloaded %s (sha256 %.12s…: %zu routes, %zu upstreams, %zu policies, was %zu)", n->file,
+           n->hash, n->nroutes, n->nupstreams, npol, opol);
     return 0;
 }
 

@@ -386,6 +386,29 @@ class EdgeEnforcementTest(AuthzBase):
         self.assertEqual(self.up.requests[-1]["target"], "/api/search?q=a%20b%26c&lang=%65n",
                          "the query goes upstream as the client sent it")
 
+    def test_a_repeated_name_a_policy_reads_is_400(self):
+        """Policies see the first copy of a header or query parameter; the upstream might read
+        another. A request that repeats one a policy reads is refused, never decided."""
+        acme = self.token(sub="5", tenant="acme")
+        for hdrs in ([("X-Tenant", "acme"), ("X-Tenant", "globex")],
+                     [("X-Tenant", "acme"), ("x-tenant", "acme")]):
+            r = self.req(self.gw, "GET", "/api/tenants/t1", acme, headers=hdrs)
+            doc = self.assertProblem(r, 400, repr(hdrs))
+            self.assertIn("x-tenant", doc["detail"].lower(), doc)
+            self.assertIn("more than once", doc["detail"], doc)
+        tok = self.token(sub="5")
+        r = self.req(self.gw, "GET", "/api/search?q=a+b%26c&lang=en&q=other", tok)
+        doc = self.assertProblem(r, 400, "repeated q")
+        self.assertIn("'q'", doc["detail"], doc)
+        self.assertEqual(self.up.requests, [], "nothing ambiguous reaches the upstream")
+        # names no policy reads may repeat
+        r = self.req(self.gw, "GET", "/api/tenants/t1", acme,
+                     headers=[("X-Tenant", "acme"), ("X-Other", "1"), ("X-Other", "2")])
+        self.assertEqual(r.status, 200, repr(r))
+        r = self.req(self.gw, "GET", "/api/search?q=a+b%26c&lang=en&page=1&page=2", tok)
+        self.assertEqual(r.status, 200, repr(r))
+        self.assertEqual(len(self.up.requests), 2)
+
     def test_anonymous_request_on_optional_route(self):
         r = self.req(self.gw, "GET", "/maybe/x")
         self.assertEqual(r.status, 200, repr(r))
@@ -730,6 +753,19 @@ class DecisionApiTest(AuthzBase):
                                  f"{path}: the edge refuses this path (400), the decision API allows it: {r.body!r}")
         self.assertEqual(self.up.requests, [])
 
+    def test_a_repeated_name_a_policy_reads_is_ambiguous(self):
+        acme = self.token(sub="5", tenant="acme")
+        res = self.check_ok(self.gw, {"token": acme, "method": "GET", "path": "/api/tenants/t1",
+                                      "headers": {"X-Tenant": "acme", "x-tenant": "globex"}})
+        self.assertEqual((res["allow"], res["reason"]), (False, "ambiguous"), res)
+        self.assertNotIn("decision_id", res)
+        res = self.check_ok(self.gw, {"token": self.token(sub="5"), "method": "GET",
+                                      "path": "/api/search?q=a+b%26c&lang=en&lang=fr"})
+        self.assertEqual((res["allow"], res["reason"]), (False, "ambiguous"), res)
+        res = self.check_ok(self.gw, {"token": acme, "method": "GET", "path": "/api/tenants/t1",
+                                      "headers": {"X-Tenant": "acme"}})
+        self.assertEqual((res["allow"], res["reason"]), (True, "permitted"), res)
+
     def test_request_id_and_counters(self):
         before = self.authz_counts(self.gw)
         tok = self.token(sub="1", roles=["editor"])
@@ -957,6 +993,20 @@ policies:
         self.assertEqual(self.statuses(), (403, 200))
         d = self.log_entries(self.decisions_log, 6)[-1]
         self.assertEqual((d["decision"], d["policies"]), ("allow", ["viewers"]), d)
+
+    def test_an_emptied_policy_file_is_refused(self):
+        """A file truncated by a deploy must not silently drop its policies."""
+        for text in ("", "# work in progress\n", "policies:\n", "{}\n"):
+            self.write_policy("docs.yaml", text)
+            r, doc = self.reload()
+            self.assertEqual(r.status, 400, f"{text!r}: {r!r}")
+            self.assertTrue(any(e.startswith(f"{self.file}:") and "policies: []" in e for e in doc["errors"]),
+                            f"{text!r}: {doc}")
+            self.assertEqual(self.statuses(), (200, 403), text)
+        self.write_policy("docs.yaml", "policies: []\n")  # said on purpose: no policies
+        r, doc = self.reload()
+        self.assertEqual((r.status, doc["status"]), (200, "reloaded"), doc)
+        self.assertEqual(self.statuses(), (403, 403))
 
     def test_unknown_route_is_refused_with_a_suggestion(self):
         self.write_policy("docs.yaml", self.V1.replace("[documents]", "[documets]"))

@@ -158,16 +158,13 @@ START_TEST(test_routes_and_methods_applied)
 }
 END_TEST
 
-/* Files with no policy are valid; so is an id written as a number. */
+/* A file that means no policies says `policies: []` (an empty file is an error: see the
+ * table); an id may be written as a number. */
 START_TEST(test_empty_and_scalar_forms)
 {
     static const char *const empty[] = {
-        "",
-        "# only a comment\n",
-        "---\n",
         "policies: []\n",
-        "policies:\n",
-        "policies: ~\n",
+        "---\npolicies: [] # none yet\n...\n",
         "\xef\xbb\xbf# a byte order mark\npolicies: []\n",
     };
     for (size_t i = 0; i < sizeof(empty) / sizeof(empty[0]); i++) {
@@ -246,7 +243,14 @@ static const bad_case bad_policies[] = {
      "policies: [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]"
      "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]\n",
      1, 74, "nesting is deeper than 64 levels"}, /* the top-level mapping is the first level */
-    /* the file's shape */
+    /* the file's shape; an empty file never means "no policies" (a truncated file would lose
+     * its forbids on a reload): that is `policies: []` */
+    {"empty file", "", 1, 1, "the file has no policies (it is empty or null)"},
+    {"comments only", "# nothing\n", 1, 1, "a file that means none says `policies: []`"},
+    {"an empty document", "# a\n\n---\n# b\n", 5, 1, "the file has no policies"},
+    {"policies null", "policies:\n", 1, 1, "policies: empty; write `policies: []`"},
+    {"policies ~", "policies: ~\n", 1, 1, "policies: empty"},
+    {"no policies key", "{}\n", 1, 1, "no `policies` key"},
     {"top-level list", "- id: a\n", 1, 1, "expected a mapping with a `policies` list at the top level, got a list"},
     {"top-level string", "policies\n", 1, 1, "got a string"},
     {"unknown top-level key", "polices: []\n", 1, 1, "unknown top-level key 'polices' (did you mean 'policies'?)"},
@@ -734,10 +738,19 @@ START_TEST(test_cases_all_or_nothing)
     ck_assert_str_eq(cs.v[0].name, "kept");
     ck_assert_uint_eq(d.n, 1);
     ck_assert_diag(&d, 8, 13, "did you mean 'allow'?");
-    /* empty files add nothing and are fine */
-    ck_assert_int_eq(fx_policy_cases_load_buffer(&cs, "e.yaml", "", 0, &d), 0);
+    /* an empty (or truncated) file is an error, so tests cannot vanish unnoticed; an
+     * explicit empty list adds nothing and is fine */
+    fx_authz_diags_free(&d);
+    ck_assert_int_eq(fx_policy_cases_load_buffer(&cs, "e.yaml", "", 0, &d), -1);
+    ck_assert_diag(&d, 1, 1, "tests: []");
+    fx_authz_diags_free(&d);
+    ck_assert_int_eq(fx_policy_cases_load_buffer(&cs, "e.yaml", "# none\n", 7, &d), -1);
+    fx_authz_diags_free(&d);
+    ck_assert_int_eq(fx_policy_cases_load_buffer(&cs, "e.yaml", "tests:\n", 7, &d), -1);
+    ck_assert_diag(&d, 1, 1, "write `tests: []`");
+    fx_authz_diags_free(&d);
     ck_assert_int_eq(fx_policy_cases_load_buffer(&cs, "e.yaml", "tests: []\n", 10, &d), 0);
-    ck_assert_int_eq(fx_policy_cases_load_buffer(&cs, "e.yaml", "# none\n", 7, &d), 0);
+    ck_assert_uint_eq(d.n, 0);
     ck_assert_uint_eq(cs.n, 1);
     fx_policy_cases_free(&cs);
     fx_authz_diags_free(&d);
@@ -806,6 +819,7 @@ START_TEST(test_files)
     ck_assert_diag(&d, 0, 0, "larger than");
     fx_authz_diags_free(&d);
     /* exactly at the limit is fine */
+    memcpy(text, "policies: []", 12);
     b = fx_policy_builder_new(NULL, 0);
     ck_assert_int_eq(fx_policy_builder_add_buffer(b, "max.yaml", text, big - 1, &d), 0);
     fx_policy_builder_free(b);
@@ -822,8 +836,8 @@ START_TEST(test_null_arguments)
     ck_assert_int_eq(fx_policy_builder_add_buffer(NULL, "x", "policies: []", 12, &d), -1);
     ck_assert_int_eq(fx_policy_cases_load_buffer(NULL, "x", "tests: []", 9, &d), -1);
     fx_policy_builder *b = fx_policy_builder_new(NULL, 0);
-    ck_assert_int_eq(fx_policy_builder_add_buffer(b, NULL, NULL, 0, NULL), 0); /* empty, no diags wanted */
-    ck_assert_int_eq(fx_policy_builder_add_buffer(b, NULL, "a: [", 4, NULL), -1);
+    ck_assert_int_eq(fx_policy_builder_add_buffer(b, NULL, "policies: []", 12, NULL), 0); /* no diags wanted */
+    ck_assert_int_eq(fx_policy_builder_add_buffer(b, NULL, NULL, 0, NULL), -1); /* empty */
     ck_assert_ptr_null(fx_policy_builder_finish(b, &d));
     fx_policy_cases cs = {0};
     ck_assert_int_eq(fx_policy_cases_load_buffer(&cs, NULL, "tests: x", 8, NULL), -1);
