@@ -813,7 +813,7 @@ static uint32_t parse_primary(parser *p)
         return n;
     }
     case K_STR: {
-        uint32_t len;
+        uint32_t len = 0;
         uint32_t off = str_literal(p, &len);
         uint32_t n = new_node(p, N_LIT_STR, start);
         if (p->failed)
