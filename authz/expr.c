@@ -446,39 +446,11 @@ static int push_seg(parser *p, seg s)
 
 /* ---- did you mean --------------------------------------------------------------------------- */
 
-static size_t edit_distance(const char *a, size_t la, const char *b)
-{
-    size_t lb = strlen(b);
-    if (la > 32 || lb > 32)
-        return 99;
-    size_t row[33];
-    for (size_t j = 0; j <= lb; j++)
-        row[j] = j;
-    for (size_t i = 1; i <= la; i++) {
-        size_t prev = row[0];
-        row[0] = i;
-        for (size_t j = 1; j <= lb; j++) {
-            size_t cur = row[j];
-            size_t sub = prev + (tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]));
-            size_t best = row[j] + 1 < row[j - 1] + 1 ? row[j] + 1 : row[j - 1] + 1;
-            row[j] = sub < best ? sub : best;
-            prev = cur;
-        }
-    }
-    return row[lb];
-}
-
 /* " (did you mean 'x'?)" or "" */
 static const char *did_you_mean(const char *got, size_t len, const char *const *cands, char *buf,
                                 size_t cap)
 {
-    const char *best = NULL;
-    size_t bd = 3;
-    for (size_t i = 0; cands[i]; i++) {
-        size_t d = edit_distance(got, len, cands[i]);
-        if (d < bd)
-            bd = d, best = cands[i];
-    }
+    const char *best = fx_authz_closest(got, len, cands, SIZE_MAX);
     if (!best)
         return "";
     snprintf(buf, cap, " (did you mean '%s'?)", best);

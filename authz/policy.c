@@ -311,39 +311,6 @@ static int id_remember(fx_policy_builder *b, const fx_policy_spec *sp, size_t sl
     return 0;
 }
 
-static size_t edit_distance(const char *a, size_t la, const char *b)
-{
-    size_t lb = strlen(b);
-    if (la > 64 || lb > 64)
-        return 99;
-    size_t row[65];
-    for (size_t j = 0; j <= lb; j++)
-        row[j] = j;
-    for (size_t i = 1; i <= la; i++) {
-        size_t prev = row[0];
-        row[0] = i;
-        for (size_t j = 1; j <= lb; j++) {
-            size_t cur = row[j], sub = prev + (a[i - 1] != b[j - 1]);
-            size_t best = (row[j] < row[j - 1] ? row[j] : row[j - 1]) + 1;
-            row[j] = sub < best ? sub : best;
-            prev = cur;
-        }
-    }
-    return row[lb];
-}
-
-static const char *closest_route(const fx_policy_builder *b, const char *name, size_t len)
-{
-    const char *best = NULL;
-    size_t bd = 3;
-    for (size_t i = 0; i < b->nroutes; i++) {
-        size_t d = edit_distance(name, len, b->routes[i]);
-        if (d < bd && d < strlen(b->routes[i])) /* 'a' is no near miss of 'b' */
-            bd = d, best = b->routes[i];
-    }
-    return best;
-}
-
 static int add_route_name(fx_policy_builder *b, const char *name, size_t len)
 {
     if (b->nroutes == b->caproutes) {
@@ -395,7 +362,8 @@ int fx_policy_builder_add(fx_policy_builder *b, const fx_policy_spec *sp, fx_aut
                 goto oom;
             }
             if (r < 0) {
-                const char *near = closest_route(b, sp->routes[i].p, sp->routes[i].len);
+                const char *near = fx_authz_closest(sp->routes[i].p, sp->routes[i].len,
+                                                    (const char *const *)b->routes, b->nroutes);
                 fx_authz_diag_add(d, file, sp->route_pos[i].line, sp->route_pos[i].col,
                                   "policy '%.*s': no route is named '%.*s'%s%s%s", (int)sp->idlen, sp->id,
                                   (int)sp->routes[i].len, sp->routes[i].p, near ? " (did you mean '" : "",

@@ -533,13 +533,11 @@ static size_t distance(const char *a, size_t la, const char *b)
     return prev[lb];
 }
 
-/* The candidate `got` is probably a typo of (same letters in another case, or within two
- * edits, one for words of three letters or fewer), or NULL. */
-static const char *closest(const char *got, size_t len, const char *const *cands)
+const char *fx_authz_closest(const char *got, size_t len, const char *const *cands, size_t ncands)
 {
     const char *best = NULL;
     size_t bestd = len <= 3 ? 2 : 3;
-    for (size_t i = 0; cands && cands[i]; i++) {
+    for (size_t i = 0; cands && i < ncands && cands[i]; i++) {
         size_t d = strlen(cands[i]) == len && !strncasecmp(got, cands[i], len) ? 0
                                                                                : distance(got, len, cands[i]);
         if (d < bestd) {
@@ -558,7 +556,7 @@ typedef struct hint {
 static hint suggest(const char *got, size_t len, const char *const *cands)
 {
     hint h = {""};
-    const char *best = closest(got, len, cands);
+    const char *best = fx_authz_closest(got, len, cands, SIZE_MAX);
     if (best)
         snprintf(h.s, sizeof(h.s), " (did you mean '%s'?)", best);
     return h;
@@ -1309,34 +1307,48 @@ static void read_policy(yfile *f, fx_policy_builder *b, const yaml_node_t *item,
     free(ws.map);
 }
 
-static int read_policy_file(yfile *f, fx_policy_builder *b)
+/*
+ * The one top-level key of a policy or test file (`key`: "policies" / "tests") and its
+ * list of `items`, or NULL after positioned errors. An empty or truncated file is an error,
+ * never an empty list: losing a file's forbids (or tests) on a reload must not look like
+ * success. A file that means none says `KEY: []` (then an empty sequence is returned).
+ */
+static yaml_node_t *top_list(yfile *f, const char *key, const char *const *keys, const char *items)
 {
     yaml_node_t *root = load(f);
     if (f->nerr)
-        return -1;
+        return NULL;
     check_keys(f);
-    /* An empty or truncated file is an error, never "no policies": losing a file's forbids
-     * on a reload must not look like success. No policies at all is `policies: []`. */
     if (!root || is_null(root)) {
         ferr(f, root ? npos(f, root) : (fx_src_pos){1, 1},
-             "the file has no policies (it is empty or null); a file that means none says `policies: []`");
-        return -1;
+             "the file has no %s (it is empty or null); a file that means none says `%s: []`", items, key);
+        return NULL;
     }
     if (root->type != YAML_MAPPING_NODE) {
-        ferr(f, npos(f, root), "expected a mapping with a `policies` list at the top level, got %s",
-             kind(root));
-        return -1;
+        ferr(f, npos(f, root), "expected a mapping with a `%s` list at the top level, got %s", key, kind(root));
+        return NULL;
     }
-    check_known(f, root, "", policy_file_keys, " (a policy file has one key: policies)");
+    char why[64];
+    snprintf(why, sizeof(why), " (a %s file has one key: %s)", !strcmp(key, "tests") ? "policy test" : "policy",
+             key);
+    check_known(f, root, "", keys, why);
     yaml_node_t *keyn = NULL;
-    yaml_node_t *list = get(f, root, "policies", &keyn);
+    yaml_node_t *list = get(f, root, key, &keyn);
     if (!list)
-        ferr(f, npos(f, root), "no `policies` key; a file that means no policies says `policies: []`");
+        ferr(f, npos(f, root), "no `%s` key; a file that means no %s says `%s: []`", key, items, key);
     else if (is_null(list))
-        ferr(f, npos(f, keyn ? keyn : list), "policies: empty; write `policies: []` for a file with no policies");
-    if (list && !is_null(list) && list->type != YAML_SEQUENCE_NODE) {
-        ferr(f, npos(f, list), "policies: expected a list of policies, got %s", kind(list));
-    } else if (list && !is_null(list)) {
+        ferr(f, npos(f, keyn ? keyn : list), "%s: empty; write `%s: []` for a file with no %s", key, key, items);
+    else if (list->type != YAML_SEQUENCE_NODE)
+        ferr(f, npos(f, list), "%s: expected a list of %s, got %s", key, items, kind(list));
+    else
+        return list;
+    return NULL;
+}
+
+static int read_policy_file(yfile *f, fx_policy_builder *b)
+{
+    yaml_node_t *list = top_list(f, "policies", policy_file_keys, "policies");
+    if (list) {
         size_t n = (size_t)(list->data.sequence.items.top - list->data.sequence.items.start);
         if (n > FX_POLICY_MAX_POLICIES)
             ferr(f, npos(f, list), "policies: %zu policies in one file; at most %d are allowed", n,
@@ -1705,38 +1717,12 @@ static void read_case(yfile *f, const yaml_node_t *item, size_t idx, fx_policy_c
 
 static int read_test_file(yfile *f, fx_policy_cases *out)
 {
-    yaml_node_t *root = load(f);
-    if (f->nerr)
-        return -1;
-    check_keys(f);
-    /* as for policy files: a truncated test file must not pass by running nothing */
-    if (!root || is_null(root)) {
-        ferr(f, root ? npos(f, root) : (fx_src_pos){1, 1},
-             "the file has no tests (it is empty or null); a file that means none says `tests: []`");
-        return -1;
-    }
-    if (root->type != YAML_MAPPING_NODE) {
-        ferr(f, npos(f, root), "expected a mapping with a `tests` list at the top level, got %s", kind(root));
-        return -1;
-    }
-    check_known(f, root, "", test_file_keys, " (a policy test file has one key: tests)");
-    yaml_node_t *tkey = NULL;
-    yaml_node_t *list = get(f, root, "tests", &tkey);
-    if (!list)
-        ferr(f, npos(f, root), "no `tests` key; a file that means no tests says `tests: []`");
-    else if (is_null(list))
-        ferr(f, npos(f, tkey ? tkey : list), "tests: empty; write `tests: []` for a file with no tests");
-    if (list && !is_null(list)) {
-        if (list->type != YAML_SEQUENCE_NODE) {
-            ferr(f, npos(f, list), "tests: expected a list of tests, got %s", kind(list));
-        } else {
-            size_t n = (size_t)(list->data.sequence.items.top - list->data.sequence.items.start);
-            for (size_t i = 0; i < n; i++) {
-                yaml_node_t *item = node_at(f, list->data.sequence.items.start[i]);
-                if (item)
-                    read_case(f, item, i, out);
-            }
-        }
+    yaml_node_t *list = top_list(f, "tests", test_file_keys, "tests");
+    size_t n = list ? (size_t)(list->data.sequence.items.top - list->data.sequence.items.start) : 0;
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *item = node_at(f, list->data.sequence.items.start[i]);
+        if (item)
+            read_case(f, item, i, out);
     }
     return f->nerr ? -1 : 0;
 }

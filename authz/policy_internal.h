@@ -42,6 +42,11 @@ typedef struct fx_src_pos {
 void fx_authz_diag_add(fx_authz_diags *d, const char *file, int line, int col, const char *fmt,
                        ...) __attribute__((format(printf, 5, 6)));
 
+/* The candidate `got` is probably a typo of (the same letters in another case, or within two
+ * edits, one for words of three letters or fewer), or NULL: the "did you mean" of every
+ * message. `cands` has ncands entries or ends at a NULL (ncands SIZE_MAX). policy_file.c. */
+const char *fx_authz_closest(const char *got, size_t len, const char *const *cands, size_t ncands);
+
 /* ---- one policy, as read from a file -------------------------------------------------- */
 
 typedef struct fx_policy_spec {

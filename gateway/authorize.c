@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "llhttp.h"
@@ -132,30 +133,35 @@ int fx_authz_request_http(fx_authz_request *out, const fx_config *cfg, const fx_
     return 0;
 }
 
+/* The first name of kv[] that `reads` says a policy reads and that appears again before it. */
+static const fx_authz_str *repeated_in(const fx_authz_kv *kv, size_t n, int ci, const fx_policy_set *set,
+                                       int (*reads)(const fx_policy_set *, const char *, size_t))
+{
+    for (size_t i = 0; i < n; i++) {
+        const fx_authz_str *name = &kv[i].name;
+        if (!reads(set, name->p, name->len))
+            continue;
+        for (size_t j = 0; j < i; j++)
+            if (kv[j].name.len == name->len &&
+                (ci ? strncasecmp(kv[j].name.p, name->p, name->len) : memcmp(kv[j].name.p, name->p, name->len)) == 0)
+                return name;
+    }
+    return NULL;
+}
+
 const char *fx_authz_repeated(const fx_config *cfg, const fx_authz_request *req, char *buf, size_t cap)
 {
     const fx_policy_set *set = cfg->policies ? cfg->policies->set : NULL;
-    for (size_t i = 0; i < req->nheaders; i++) {
-        const fx_authz_str *n = &req->headers[i].name;
-        if (!fx_policy_set_reads_header(set, n->p, n->len))
-            continue;
-        for (size_t j = 0; j < i; j++)
-            if (req->headers[j].name.len == n->len && !strncasecmp(req->headers[j].name.p, n->p, n->len)) {
-                snprintf(buf, cap, "the header '%.*s'", (int)(n->len > 64 ? 64 : n->len), n->p);
-                return buf;
-            }
+    const fx_authz_str *n = repeated_in(req->headers, req->nheaders, 1, set, fx_policy_set_reads_header);
+    const char *what = "header";
+    if (!n) {
+        n = repeated_in(req->query, req->nquery, 0, set, fx_policy_set_reads_query);
+        what = "query parameter";
     }
-    for (size_t i = 0; i < req->nquery; i++) {
-        const fx_authz_str *n = &req->query[i].name;
-        if (!fx_policy_set_reads_query(set, n->p, n->len))
-            continue;
-        for (size_t j = 0; j < i; j++)
-            if (req->query[j].name.len == n->len && !memcmp(req->query[j].name.p, n->p, n->len)) {
-                snprintf(buf, cap, "the query parameter '%.*s'", (int)(n->len > 64 ? 64 : n->len), n->p);
-                return buf;
-            }
-    }
-    return NULL;
+    if (!n)
+        return NULL;
+    snprintf(buf, cap, "the %s '%.*s'", what, (int)(n->len > 64 ? 64 : n->len), n->p);
+    return buf;
 }
 
 /* ---- deciding ------------------------------------------------------------------------ */

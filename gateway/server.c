@@ -510,47 +510,35 @@ int fx_server_reload(fx_server *s, fx_diags *d)
             }
         }
     }
-    if (ok && s->admin && fx_admin_prepare(s->admin, n, d) < 0) {
-        for (size_t k = 0; k < n->nlistens * s->nworkers; k++)
-            if (fds[k] >= 0)
-                close(fds[k]);
-        ok = 0;
-    }
-    fx_access_log access = {.fd = -1};
+    /* the rest can fail too; then everything this reload opened is closed again below */
+    int opened = ok, prepared = 0;
+    if (ok && s->admin)
+        ok = prepared = fx_admin_prepare(s->admin, n, d) == 0;
+    fx_access_log access = {.fd = -1}, decisions = {.fd = -1};
     if (ok && !same_log(&n->log, &o->log) &&
         fx_access_log_open(&access, n->log.access, n->log.access_file) < 0) {
         fx_diags_add(d, n->file, 0, 0, "log.access: cannot open '%s': %s", n->log.access_file,
                      strerror(errno));
-        for (size_t k = 0; k < n->nlistens * s->nworkers; k++)
-            if (fds[k] >= 0)
-                close(fds[k]);
-        if (s->admin)
-            fx_admin_abort(s->admin);
         ok = 0;
     }
-    fx_access_log decisions = {.fd = -1};
     if (ok && !same_decision_log(&n->log, &o->log) &&
         fx_access_log_open(&decisions, n->log.decisions, n->log.decisions_file) < 0) {
         fx_diags_add(d, n->file, 0, 0, "log.decisions: cannot open '%s': %s", n->log.decisions_file,
                      strerror(errno));
-        fx_access_log_close(&access);
-        for (size_t k = 0; k < n->nlistens * s->nworkers; k++)
-            if (fds[k] >= 0)
-                close(fds[k]);
-        if (s->admin)
-            fx_admin_abort(s->admin);
         ok = 0;
     }
     if (ok && fx_route_stats_bind(&s->route_stats, n) < 0) {
         fx_diags_add(d, n->file, 0, 0, "out of memory");
+        ok = 0;
+    }
+    if (!ok && opened) {
         fx_access_log_close(&access);
         fx_access_log_close(&decisions);
         for (size_t k = 0; k < n->nlistens * s->nworkers; k++)
             if (fds[k] >= 0)
                 close(fds[k]);
-        if (s->admin)
+        if (prepared)
             fx_admin_abort(s->admin);
-        ok = 0;
     }
     if (!ok) {
         free(fds);

@@ -1075,54 +1075,26 @@ END_TEST
 
 /* ---- no allocation while evaluating -------------------------------------------------------- */
 
-#if defined(__SANITIZE_ADDRESS__)
-#define HAVE_ALLOC_HOOKS 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define HAVE_ALLOC_HOOKS 1
-#endif
-#endif
+#include "alloc_hooks.h"
 
 #ifdef HAVE_ALLOC_HOOKS
-/* ASan's allocator calls these on every malloc and free of the process. */
-int __sanitizer_install_malloc_and_free_hooks(void (*malloc_hook)(const volatile void *, size_t),
-                                              void (*free_hook)(const volatile void *));
-static volatile int counting;
-static volatile size_t nallocs;
-static void on_malloc(const volatile void *p, size_t n)
-{
-    (void)p, (void)n;
-    if (counting)
-        nallocs++;
-}
-static void on_free(const volatile void *p) { (void)p; }
-
 START_TEST(test_eval_does_not_allocate)
 {
-    static int installed;
-    if (!installed)
-        ck_assert_int_ne(__sanitizer_install_malloc_and_free_hooks(on_malloc, on_free), 0);
-    installed = 1;
-    /* the hook itself is seen to count */
-    counting = 1;
-    free(malloc(16));
-    counting = 0;
-    ck_assert_uint_eq(nallocs, 1);
-    nallocs = 0;
+    alloc_hooks_install();
     for (size_t i = 0; i < NEVAL; i++) {
         fx_expr_error err;
         fx_expr *e = fx_expr_compile(eval_rows[i].src, strlen(eval_rows[i].src), &err);
         if (!e)
             continue;
         fx_authz_str why, missing;
-        counting = 1;
+        alloc_counting = 1;
         fx_expr_eval(e, &req);
         fx_expr_eval(e, &anon);
         fx_expr_explain(e, &req, &why, &missing);
         fx_expr_explain(e, &anon, &why, &missing);
-        counting = 0;
-        ck_assert_msg(nallocs == 0, "'%s' allocated %zu times while evaluating", eval_rows[i].src,
-                      (size_t)nallocs);
+        alloc_counting = 0;
+        ck_assert_msg(alloc_count == 0, "'%s' allocated %zu times while evaluating", eval_rows[i].src,
+                      (size_t)alloc_count);
         fx_expr_free(e);
     }
 }

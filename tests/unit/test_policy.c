@@ -1058,46 +1058,20 @@ static fx_authz_request busy_request(const fx_policy_set *s, int k)
     return r;
 }
 
-#if defined(__SANITIZE_ADDRESS__)
-#define HAVE_ALLOC_HOOKS 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define HAVE_ALLOC_HOOKS 1
-#endif
-#endif
+#include "alloc_hooks.h"
 
 #ifdef HAVE_ALLOC_HOOKS
-int __sanitizer_install_malloc_and_free_hooks(void (*malloc_hook)(const volatile void *, size_t),
-                                              void (*free_hook)(const volatile void *));
-static volatile int counting;
-static volatile size_t nallocs;
-static void on_malloc(const volatile void *p, size_t n)
-{
-    (void)p, (void)n;
-    if (counting)
-        nallocs++;
-}
-static void on_free(const volatile void *p) { (void)p; }
-
 START_TEST(test_eval_does_not_allocate)
 {
-    static int installed;
-    if (!installed)
-        ck_assert_int_ne(__sanitizer_install_malloc_and_free_hooks(on_malloc, on_free), 0);
-    installed = 1;
-    counting = 1;
-    free(malloc(1));
-    counting = 0;
-    ck_assert_uint_eq(nallocs, 1);
-    nallocs = 0;
+    alloc_hooks_install();
     fx_policy_set *s = build(busy, N_(busy));
     for (int k = 0; k < 40; k++) {
         fx_authz_request r = busy_request(s, k);
         fx_authz_decision d;
-        counting = 1;
+        alloc_counting = 1;
         fx_policy_eval(s, &r, &d);
-        counting = 0;
-        ck_assert_msg(nallocs == 0, "request %d: %zu allocations", k, (size_t)nallocs);
+        alloc_counting = 0;
+        ck_assert_msg(alloc_count == 0, "request %d: %zu allocations", k, (size_t)alloc_count);
     }
     fx_policy_set_unref(s);
 }
