@@ -576,10 +576,10 @@ int fx_server_reload(fx_server *s, fx_diags *d)
     fx_jwks_configure(s->jwks, n); /* unchanged jwks_uri keep their keys; new ones are fetched */
     if (s->admin)
         fx_admin_commit(s->admin, n);
-    fx_config_unref(o);
-    atomic_fetch_add(&s->reloads_ok, 1);
     size_t npol = n->policies ? fx_policy_set_count(n->policies->set) : 0;
     size_t opol = o->policies ? fx_policy_set_count(o->policies->set) : 0;
+    fx_config_unref(o);
+    atomic_fetch_add(&s->reloads_ok, 1);
     fx_log(FX_LOG_INFO, "reloaded %s (sha256 %.12s…: %zu routes, %zu upstreams, %zu policies, was %zu)", n->file,
            n->hash, n->nroutes, n->nupstreams, npol, opol);
     return 0;
