@@ -3701,8 +3701,9 @@ static unsigned online_cpus(void)
 }
 
 /* SHA-256 of the bytes the snapshot was built from, as 64 hex digits: the config file and,
- * after it, each policy file's name and bytes (so an edited policy changes the hash that
- * /metrics and /admin/config show). */
+ * after it, for each policy file (in the order they load) its base name, a NUL and its
+ * bytes — so an edited policy changes the hash /metrics and /admin/config show, and the
+ * hash does not depend on the directory ficus was started from. */
 static void config_hash(const fx_config *cfg, const char *buf, size_t len, char out[65])
 {
     static const char hex[] = "0123456789abcdef";
@@ -3711,8 +3712,9 @@ static void config_hash(const fx_config *cfg, const char *buf, size_t len, char 
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) && EVP_DigestUpdate(ctx, buf, len);
     for (size_t i = 0; ok && cfg->policies && i < cfg->policies->nfiles; i++) {
-        const char *f = cfg->policies->files[i];
-        ok = EVP_DigestUpdate(ctx, f, strlen(f) + 1);
+        const char *f = cfg->policies->files[i], *base = strrchr(f, '/');
+        base = base ? base + 1 : f;
+        ok = EVP_DigestUpdate(ctx, base, strlen(base) + 1);
         FILE *fp = fopen(f, "rb");
         char chunk[8192];
         size_t n;

@@ -972,6 +972,7 @@ policies:
 
     def test_broken_policy_keeps_the_old_set_then_fixed_file_reloads(self):
         self.assertEqual(self.statuses(), (200, 403))
+        hash_v1 = fetch(self.gw.admin_port, "GET", "/admin/config").json()["hash"]
         self.write_policy("docs.yaml", self.BROKEN)
         r, doc = self.reload()
         self.assertEqual(r.status, 400, repr(r))
@@ -990,6 +991,7 @@ policies:
         self.write_policy("docs.yaml", self.V2)
         r, doc = self.reload()
         self.assertEqual((r.status, doc["status"]), (200, "reloaded"), doc)
+        self.assertNotEqual(doc["hash"], hash_v1, "only a policy file changed, and the hash says so")
         self.assertEqual(self.statuses(), (403, 200))
         d = self.log_entries(self.decisions_log, 6)[-1]
         self.assertEqual((d["decision"], d["policies"]), ("allow", ["viewers"]), d)

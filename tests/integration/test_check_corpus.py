@@ -43,6 +43,19 @@ def summary_re(rel):
                       r"(?:\d+) polic(?:y|ies) \(sha256 ([0-9a-f]{12})\)")
 
 
+def config_sha12(path, policy_files):
+    """The hash `ficus check` prints for a config that loads `policy_files`: the config's bytes,
+    then each policy file's base name, a NUL and its bytes (gateway/config.c, config_hash)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        h.update(f.read())
+    for p in policy_files:
+        h.update(os.path.basename(p).encode() + b"\0")
+        with open(p, "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()[:12]
+
+
 def sha12(path):
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()[:12]
@@ -115,4 +128,5 @@ class CheckCorpusTest(fxtest.FxTestCase):
                     counts[section] += 1
         self.assertEqual([int(m.group(i)) for i in (1, 2, 3)],
                          [counts["listen"], counts["upstreams"], counts["routes"]], out)
-        self.assertEqual(m.group(4), sha12(os.path.join(fxtest.REPO, rel)))
+        self.assertEqual(m.group(4), config_sha12(os.path.join(fxtest.REPO, rel),
+                                                  sorted(glob.glob(os.path.join(fxtest.REPO, "policies", "*.yaml")))))
