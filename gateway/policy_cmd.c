@@ -483,12 +483,12 @@ static int cmd_eval(const char *config, const char *input)
     else
         fputs("null", f);
     fprintf(f, ",\n  \"token\": \"%s\"",
-            res.token_ignored ? "ignored (the config has no auth section, as at the edge)"
-            : ck->claims      ? "claims as given (not verified)"
-            : !ck->token      ? "none"
-                         : res.claims                            ? "verified"
-                         : res.token_detail                      ? "refused"
-                                                                 : "not checked");
+            res.token_ignored  ? "ignored (the config has no auth section, as at the edge)"
+            : ck->claims       ? "claims as given (not verified)"
+            : !ck->token       ? "none"
+            : res.claims       ? "verified"
+            : res.token_detail ? "refused"
+                               : "not checked");
     if (res.token_detail) {
         fprintf(f, ",\n  \"token_error\": ");
         json_out(f, res.token_detail, strlen(res.token_detail));
