@@ -88,6 +88,23 @@ long fx_authz_query_parse(fx_slice q, fx_arena *a, fx_authz_kv **out)
     return (long)k;
 }
 
+/* A route's path params as policy pairs (slices into m), in `a`. 0, or -1 when out of memory. */
+static int params_of(const fx_route_match *m, fx_arena *a, fx_authz_request *out)
+{
+    if (!m->nparams)
+        return 0;
+    fx_authz_kv *kv = fx_arena_alloc(a, m->nparams * sizeof(*kv));
+    if (!kv)
+        return -1;
+    for (size_t i = 0; i < m->nparams; i++) {
+        kv[i].name = (fx_authz_str){m->params[i].name.p, m->params[i].name.n};
+        kv[i].value = (fx_authz_str){m->params[i].value.p, m->params[i].value.n};
+    }
+    out->params = kv;
+    out->nparams = m->nparams;
+    return 0;
+}
+
 int fx_authz_request_http(fx_authz_request *out, const fx_config *cfg, const fx_route_match *m,
                           const fx_http_msg *req, const fx_jwt_claims *claims, fx_arena *a)
 {
@@ -100,17 +117,8 @@ int fx_authz_request_http(fx_authz_request *out, const fx_config *cfg, const fx_
     out->route = (fx_authz_str){r ? r->name : "", r ? strlen(r->name) : 0};
     out->route_index = r ? r->policy_route : -1;
     out->token = claims ? fx_jwt_claims_doc(claims) : NULL;
-    if ((needs & FX_AUTHZ_NEEDS_PARAMS) && m->nparams) {
-        fx_authz_kv *kv = fx_arena_alloc(a, m->nparams * sizeof(*kv));
-        for (size_t i = 0; kv && i < m->nparams; i++) {
-            kv[i].name = (fx_authz_str){m->params[i].name.p, m->params[i].name.n};
-            kv[i].value = (fx_authz_str){m->params[i].value.p, m->params[i].value.n};
-        }
-        if (!kv)
-            return -1; /* never decide on less than the request: the caller answers 503 */
-        out->params = kv;
-        out->nparams = m->nparams;
-    }
+    if ((needs & FX_AUTHZ_NEEDS_PARAMS) && params_of(m, a, out) < 0)
+        return -1; /* never decide on less than the request: the caller answers 503 */
     if ((needs & FX_AUTHZ_NEEDS_HEADERS) && req->nheaders) {
         fx_authz_kv *kv = fx_arena_alloc(a, req->nheaders * sizeof(*kv));
         if (!kv)
@@ -313,6 +321,44 @@ int fx_authz_method_number(const char *name)
     return -1;
 }
 
+const fx_route_conf *fx_authz_route(const fx_config *cfg, const char *method, fx_slice host_value,
+                                   const char *path, fx_arena *a, fx_authz_request *out, const char **reason)
+{
+    int mn = fx_authz_method_number(method);
+    if (mn < 0) {
+        *reason = "bad_method";
+        return NULL;
+    }
+    if (fx_http_path_has_dot_segment(fx_slice_cstr(path))) {
+        *reason = "bad_path"; /* the edge answers 400: never a decision for it */
+        return NULL;
+    }
+    /* the router wants the host without port, any case: split as the edge splits Host */
+    fx_slice host = FX_SLICE_NULL;
+    if (host_value.p && fx_http_split_host(host_value, &host) < 0) {
+        *reason = "bad_host";
+        return NULL;
+    }
+    fx_route_match *m = fx_arena_alloc(a, sizeof(*m));
+    if (!m) {
+        *reason = "out_of_memory";
+        return NULL;
+    }
+    if (!fx_router_match(cfg, mn, host, fx_slice_cstr(path), m)) {
+        *reason = "no_route";
+        return NULL;
+    }
+    out->params = NULL; /* the route's template decides the params, nothing else */
+    out->nparams = 0;
+    if (params_of(m, a, out) < 0) {
+        *reason = "out_of_memory";
+        return NULL;
+    }
+    out->route = (fx_authz_str){m->route->name, strlen(m->route->name)};
+    out->route_index = m->route->policy_route;
+    return m->route;
+}
+
 void fx_authz_check_run(const fx_config *cfg, fx_authn_worker *aw, const fx_authz_check *ck, uint64_t rng[2],
                         fx_arena *a, fx_authz_check_result *res)
 {
@@ -336,39 +382,11 @@ void fx_authz_check_run(const fx_config *cfg, fx_authn_worker *aw, const fx_auth
         req->query = q;
         req->nquery = (size_t)nq;
     }
-    int method = fx_authz_method_number(ck->method);
-    if (method < 0) {
-        res->reason = "bad_method";
+    const fx_route_conf *r = fx_authz_route(cfg, ck->method, ck->host ? fx_slice_cstr(ck->host) : FX_SLICE_NULL,
+                                            ck->path, a, req, &res->reason);
+    if (!r)
         return;
-    }
-    if (fx_http_path_has_dot_segment(fx_slice_cstr(ck->path))) {
-        res->reason = "bad_path"; /* the edge answers 400: never a decision for it */
-        return;
-    }
-    /* the router wants the host without port, any case: split as the edge splits Host */
-    fx_slice host = FX_SLICE_NULL;
-    if (ck->host && fx_http_split_host(fx_slice_cstr(ck->host), &host) < 0) {
-        res->reason = "bad_host";
-        return;
-    }
-    fx_route_match *m = fx_arena_alloc(a, sizeof(*m));
-    const fx_route_conf *r = m ? fx_router_match(cfg, method, host, fx_slice_cstr(ck->path), m) : NULL;
-    if (!r) {
-        res->reason = "no_route";
-        return;
-    }
     res->route = r;
-    req->route = (fx_authz_str){r->name, strlen(r->name)};
-    req->route_index = r->policy_route;
-    if (m->nparams) {
-        fx_authz_kv *kv = fx_arena_alloc(a, m->nparams * sizeof(*kv));
-        for (size_t i = 0; kv && i < m->nparams; i++) {
-            kv[i].name = (fx_authz_str){m->params[i].name.p, m->params[i].name.n};
-            kv[i].value = (fx_authz_str){m->params[i].value.p, m->params[i].value.n};
-        }
-        req->params = kv;
-        req->nparams = kv ? m->nparams : 0;
-    }
     if (!r->authz) {
         res->reason = "auth_none";
         res->allow = 1;

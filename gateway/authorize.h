@@ -107,6 +107,15 @@ typedef struct fx_authz_check_result {
 void fx_authz_check_run(const fx_config *cfg, fx_authn_worker *aw, const fx_authz_check *ck, uint64_t rng[2],
                         fx_arena *a, fx_authz_check_result *res);
 
+/*
+ * Routes a request given by its parts as the edge routes it: method name, Host header value
+ * (p NULL: none), path without its query. Fills out->route, route_index and params (in `a`).
+ * The route, or NULL with *reason: bad_method, bad_path (dot-segments: the edge answers 400),
+ * bad_host, no_route, out_of_memory. The decision API and `ficus policy test -c` share it.
+ */
+const fx_route_conf *fx_authz_route(const fx_config *cfg, const char *method, fx_slice host_value,
+                                   const char *path, fx_arena *a, fx_authz_request *out, const char **reason);
+
 /* llhttp's number for a method name, or -1. */
 int fx_authz_method_number(const char *name);
 

@@ -143,7 +143,8 @@ typedef struct case_outcome {
     char errbuf[300];
 } case_outcome;
 
-static void run_case(const fx_config *cfg, const fx_policy_set *set, const fx_policy_case *k, case_outcome *o)
+static void run_case(const fx_config *cfg, const fx_policy_set *set, const fx_policy_case *k, fx_arena *a,
+                     case_outcome *o)
 {
     memset(o, 0, sizeof(*o));
     fx_authz_request r = {0};
@@ -159,25 +160,24 @@ static void run_case(const fx_config *cfg, const fx_policy_set *set, const fx_po
     r.nparams = k->nparams;
     r.route = (fx_authz_str){k->route ? k->route : "", k->route ? strlen(k->route) : 0};
     r.route_index = set && k->route ? fx_policy_set_route(set, k->route, strlen(k->route)) : -1;
-    fx_route_match m;
-    fx_authz_kv params[FX_ROUTE_MAX_PARAMS];
     if (cfg) {
-        int method = fx_authz_method_number(k->method);
         fx_slice host = FX_SLICE_NULL;
         for (size_t i = 0; i < k->nheaders; i++)
-            if (k->headers[i].name.len == 4 && !strncasecmp(k->headers[i].name.p, "host", 4)) {
-                const char *h = k->headers[i].value.p, *colon = memchr(h, ':', k->headers[i].value.len);
-                host = fx_slice_make(h, colon && h[0] != '[' ? (size_t)(colon - h) : k->headers[i].value.len);
-            }
-        if (fx_http_path_has_dot_segment(fx_slice_cstr(k->path))) {
-            snprintf(o->errbuf, sizeof(o->errbuf), "the gateway refuses the path %s (dot-segments or encoded "
-                     "slashes: 400), so no policy decides it", k->path);
-            o->error = o->errbuf;
-            return;
-        }
-        const fx_route_conf *rc = method < 0 ? NULL : fx_router_match(cfg, method, host, fx_slice_cstr(k->path), &m);
+            if (k->headers[i].name.len == 4 && !strncasecmp(k->headers[i].name.p, "host", 4))
+                host = fx_slice_make(k->headers[i].value.p, k->headers[i].value.len);
+        const char *why = NULL;
+        const fx_route_conf *rc = fx_authz_route(cfg, k->method, host, k->path, a, &r, &why);
         if (!rc) {
-            snprintf(o->errbuf, sizeof(o->errbuf), "no route of the config matches %s %s", k->method, k->path);
+            if (!strcmp(why, "bad_path"))
+                snprintf(o->errbuf, sizeof(o->errbuf), "the gateway refuses the path %s (dot-segments or "
+                         "encoded slashes: 400), so no policy decides it", k->path);
+            else if (!strcmp(why, "bad_host"))
+                snprintf(o->errbuf, sizeof(o->errbuf), "the Host header is not a valid host, so the gateway "
+                         "refuses the request (400)");
+            else if (!strcmp(why, "out_of_memory"))
+                snprintf(o->errbuf, sizeof(o->errbuf), "out of memory");
+            else
+                snprintf(o->errbuf, sizeof(o->errbuf), "no route of the config matches %s %s", k->method, k->path);
             o->error = o->errbuf;
             return;
         }
@@ -187,14 +187,6 @@ static void run_case(const fx_config *cfg, const fx_policy_set *set, const fx_po
             o->error = o->errbuf;
             return;
         }
-        r.route = (fx_authz_str){rc->name, strlen(rc->name)};
-        r.route_index = rc->policy_route;
-        for (size_t i = 0; i < m.nparams; i++) {
-            params[i].name = (fx_authz_str){m.params[i].name.p, m.params[i].name.n};
-            params[i].value = (fx_authz_str){m.params[i].value.p, m.params[i].value.n};
-        }
-        r.params = params;
-        r.nparams = m.nparams;
         if (!rc->authz) {
             o->allow = 1;
             o->reason = "auth_none";
@@ -304,11 +296,14 @@ static int cmd_test(const char *dir, const char *config)
     fx_authz_diags_free(&ad);
 
     size_t passed = 0, failed = load_failed;
+    fx_arena arena; /* one case's request view at a time */
+    fx_arena_init(&arena, 4096);
     if (!load_failed) {
         for (size_t i = 0; i < cases.n; i++) {
             const fx_policy_case *k = &cases.v[i];
             case_outcome o;
-            run_case(cfg, set, k, &o);
+            fx_arena_reset(&arena);
+            run_case(cfg, set, k, &arena, &o);
             char why[600] = "";
             if (o.error) {
                 snprintf(why, sizeof(why), "%s", o.error);
@@ -345,6 +340,7 @@ static int cmd_test(const char *dir, const char *config)
             }
         }
     }
+    fx_arena_free(&arena);
     printf("%zu passed, %zu failed\n", passed, failed);
     fx_policy_cases_free(&cases);
     fx_policy_set_unref(own);
