@@ -199,23 +199,6 @@ oom:
     return -1;
 }
 
-/* Deeper than 64 levels is refused before anything else looks at it. */
-static int too_deep(const json_t *j, int depth)
-{
-    if (depth > 64)
-        return 1;
-    const char *k;
-    json_t *v;
-    if (json_is_object(j)) {
-        json_object_foreach((json_t *)j, k, v) if (too_deep(v, depth + 1)) return 1;
-    } else if (json_is_array(j)) {
-        for (size_t i = 0; i < json_array_size(j); i++)
-            if (too_deep(json_array_get(j, i), depth + 1))
-                return 1;
-    }
-    return 0;
-}
-
 int fx_authz_checks_parse(const char *json, size_t len, int allow_claims, fx_authz_checks *out, char *err,
                           size_t errlen)
 {
@@ -231,7 +214,7 @@ int fx_authz_checks_parse(const char *json, size_t len, int allow_claims, fx_aut
         return -1;
     }
     int rc = -1;
-    if (too_deep(root, 0)) {
+    if (fx_json_too_deep(root, 64)) { /* refused before anything else looks at it */
         set_err(err, errlen, "the body nests deeper than 64 levels");
         goto done;
     }

@@ -124,29 +124,24 @@ void fx_authz_diags_free(fx_authz_diags *d)
 
 /* ---- documents -------------------------------------------------------------------------- */
 
-static size_t json_depth(const json_t *j, size_t limit)
+int fx_json_too_deep(const json_t *j, int max)
 {
-    size_t best = 0;
-    if (limit == 0)
+    if (!json_is_object(j) && !json_is_array(j))
+        return 0;
+    if (max == 0)
         return 1;
     if (json_is_object(j)) {
         const char *k;
         json_t *v;
         json_object_foreach((json_t *)j, k, v) {
-            size_t d = json_depth(v, limit - 1);
-            if (d > best)
-                best = d;
+            if (fx_json_too_deep(v, max - 1))
+                return 1;
         }
-        return best + 1;
+        return 0;
     }
-    if (json_is_array(j)) {
-        for (size_t i = 0; i < json_array_size(j); i++) {
-            size_t d = json_depth(json_array_get(j, i), limit - 1);
-            if (d > best)
-                best = d;
-        }
-        return best + 1;
-    }
+    for (size_t i = 0; i < json_array_size(j); i++)
+        if (fx_json_too_deep(json_array_get(j, i), max - 1))
+            return 1;
     return 0;
 }
 
@@ -162,7 +157,7 @@ fx_authz_doc *fx_authz_doc_parse(const char *json, size_t len, char *err, size_t
         snprintf(err, errlen, "invalid JSON at line %d column %d: %s", je.line, je.column, je.text);
         return NULL;
     }
-    if (json_depth(j, 65) > 64) {
+    if (fx_json_too_deep(j, 64)) {
         json_decref(j);
         snprintf(err, errlen, "JSON document nests deeper than 64 levels");
         return NULL;

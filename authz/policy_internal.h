@@ -42,6 +42,10 @@ typedef struct fx_src_pos {
 void fx_authz_diag_add(fx_authz_diags *d, const char *file, int line, int col, const char *fmt,
                        ...) __attribute__((format(printf, 5, 6)));
 
+/* Are objects and arrays nested more than `max` levels (a scalar inside `max` is fine)?
+ * The limit of every JSON document the library takes (policy.c). */
+int fx_json_too_deep(const json_t *j, int max);
+
 /* The candidate `got` is probably a typo of (the same letters in another case, or within two
  * edits, one for words of three letters or fewer), or NULL: the "did you mean" of every
  * message. `cands` has ncands entries or ends at a NULL (ncands SIZE_MAX). policy_file.c. */

@@ -713,12 +713,18 @@ class DecisionApiTest(AuthzBase):
             ({"checks": []}, "checks"),
             ({"checks": [{"method": "GET", "path": "/"}] * 1001}, "checks"),
             ({"checks": [{"method": "GET", "path": "/"}], "token": tok}, "checks"),
+            # context nested 65 containers deep (64 levels inside the body's own object)
+            (b'{"method": "GET", "path": "/public/", "context": ' + b'{"a": ' * 64 + b'1' + b'}' * 64 + b'}',
+             "deeper than 64"),
         ]
         for body, field in cases:
             raw = body if isinstance(body, bytes) else json.dumps(body).encode()
             r = self.check(self.gw, None, raw=raw)
             doc = self.assertProblemNoId(r, 400, raw[:80])
             self.assertIn(field, doc["detail"], f"{raw[:80]!r}: {doc}")
+        # one level less is fine
+        raw = b'{"method": "GET", "path": "/public/", "context": ' + b'{"a": ' * 63 + b'1' + b'}' * 63 + b'}'
+        self.assertEqual(self.check(self.gw, None, raw=raw).status, 200)
         r = self.check(self.gw, None, raw=b"")
         doc = self.assertProblemNoId(r, 400, "empty body")
         self.assertIn("JSON body", doc["detail"])
