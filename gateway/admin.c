@@ -5,7 +5,7 @@
  *   on_admin_accept, on_admin_read      one request at a time per connection,
  *                                       parsed by the same strict codec as client traffic
  *   handle                              the endpoint table
- *   metrics_text, config_json           the two documents it serves
+ *   metrics_text, config_json           the documents it serves (and /admin/events: events.c)
  *
  * Admin traffic is small and rare: responses are built in memory with
  * evbuffer_add_printf and the connection is served from the main thread.
@@ -27,6 +27,7 @@
 
 #include "arena.h"
 #include "authorize.h"
+#include "events.h"
 #include "http1.h"
 #include "jwks.h"
 #include "log.h"
@@ -173,6 +174,8 @@ static void metrics_text(fx_server *s, struct evbuffer *b)
                         "# TYPE ficus_connections_active gauge\n"
                         "ficus_connections_active %u\n",
                         atomic_load(&s->nconns));
+    if (s->events)
+        fx_events_metrics(s->events, b);
     fx_config_unref(cfg);
 }
 
@@ -407,6 +410,18 @@ static void handle(admin_conn *c, const fx_http_msg *m, const char *body, size_t
         if (!get)
             goto not_allowed;
         config_json(s, b);
+        respond(c, 200, "application/json", b, keep);
+    } else if (fx_slice_eq(path, FX_SLICE_LIT("/admin/events"))) {
+        if (!get)
+            goto not_allowed;
+        if (!s->events) {
+            evbuffer_free(b);
+            problem(c, 404, "change events are not configured (no 'events' section)", keep);
+            return;
+        }
+        fx_config *cfg = fx_server_config(s);
+        fx_events_admin_json(s->events, cfg->events, b);
+        fx_config_unref(cfg);
         respond(c, 200, "application/json", b, keep);
     } else if (fx_slice_eq(path, FX_SLICE_LIT("/authz/v1/check"))) {
         if (m->method != HTTP_POST)

@@ -72,20 +72,6 @@ static uint64_t mix(uint64_t x)
     return x ^ (x >> 31);
 }
 
-static const fx_http_header *find_header(const fx_http_msg *m, const char *name, int *count)
-{
-    const fx_http_header *found = NULL;
-    *count = 0;
-    for (size_t i = 0; i < m->nheaders; i++) {
-        if (fx_slice_ieq_lit(m->headers[i].name, name)) {
-            if (!found)
-                found = &m->headers[i];
-            (*count)++;
-        }
-    }
-    return found;
-}
-
 /* "Bearer <token>": scheme case-insensitive (RFC 7235), one or more spaces, token68. */
 static int bearer(fx_slice v, fx_slice *tok)
 {
@@ -142,7 +128,7 @@ static int find_token(const fx_auth_conf *a, const fx_http_msg *m, fx_slice *tok
             continue;
         }
         int count = 0;
-        const fx_http_header *h = find_header(m, tf->name, &count);
+        const fx_http_header *h = fx_http_find_header(m, tf->name, &count);
         if (!h)
             continue;
         if (count > 1)

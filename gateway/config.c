@@ -47,6 +47,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <librdkafka/rdkafka.h>
 #include <yaml.h>
 
 #include "arena.h"
@@ -1295,7 +1296,7 @@ static const planned_key log_planned[] = {{"decisions", FX_FEAT_POLICIES}, {NULL
 
 /* Features whose code is in this build (FX_FEAT_* bits): their keys are
  * accepted. A stage that builds one adds its bit here. */
-#define FX_FEATURES_BUILT (FX_FEAT_AUTH | FX_FEAT_JWKS_URI | FX_FEAT_POLICIES)
+#define FX_FEATURES_BUILT (FX_FEAT_AUTH | FX_FEAT_JWKS_URI | FX_FEAT_POLICIES | FX_FEAT_EVENTS)
 
 /* Defined with the planned keys, further down. */
 static void build_listen_tls(cx *c, const ynode *n, const char *path, fx_listen_conf *l);
@@ -3183,6 +3184,7 @@ static void build_events(cx *c, const ynode *n)
         get_size(c, v, "events.max_data_bytes", 0, 64 * MIB, &e->max_data_bytes);
     if ((v = map_get(n, "kafka")) && want(c, v, Y_MAP, "events.kafka")) {
         check_keys(c, v, "events.kafka", NULL, NULL);
+        rd_kafka_conf_t *kconf = rd_kafka_conf_new();
         if (v->n && (e->kafka = cx_calloc(c, v->n, sizeof(*e->kafka)))) {
             e->nkafka = v->n;
             for (size_t i = 0; i < v->n; i++) {
@@ -3205,12 +3207,19 @@ static void build_events(cx *c, const ynode *n)
                     node_err(c, k, "%s: set by ficus (idempotent producer, acks=all) for the delivery guarantee",
                              kpath);
                 const char *sv = get_str(c, val, kpath);
-                if (sv && ok) {
+                char why[512];
+                if (sv && ok && o == sizeof(owned) / sizeof(owned[0]) && kconf &&
+                    rd_kafka_conf_set(kconf, k->s, sv, why, sizeof(why)) != RD_KAFKA_CONF_OK) {
+                    /* librdkafka's own check, at load time: unknown property, bad value */
+                    node_err(c, strstr(why, "No such configuration property") ? k : val, "%s: %s", kpath, why);
+                } else if (sv && ok) {
                     e->kafka[i].key = cx_strdup(c, k->s);
                     e->kafka[i].value = cx_strdup(c, sv);
                 }
             }
         }
+        if (kconf)
+            rd_kafka_conf_destroy(kconf);
     }
 }
 

@@ -906,3 +906,19 @@ int fx_http_method_idempotent(int method)
         return 0;
     }
 }
+
+const fx_http_header *fx_http_find_header(const fx_http_msg *m, const char *name, int *count)
+{
+    const fx_http_header *found = NULL;
+    int n = 0;
+    for (size_t i = 0; i < m->nheaders; i++) {
+        if (fx_slice_ieq_lit(m->headers[i].name, name)) {
+            if (!found)
+                found = &m->headers[i];
+            n++;
+        }
+    }
+    if (count)
+        *count = n;
+    return found;
+}

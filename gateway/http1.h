@@ -151,4 +151,7 @@ int fx_http_path_has_dot_segment(fx_slice path);
  * as the router wants it. 0, or -1 when it is not a valid Host value. */
 int fx_http_split_host(fx_slice host, fx_slice *name);
 
+/* The first header named `name` (any case), or NULL; *count (if not NULL) gets how many there are. */
+const fx_http_header *fx_http_find_header(const fx_http_msg *m, const char *name, int *count);
+
 #endif

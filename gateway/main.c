@@ -20,6 +20,7 @@
 #include <yaml.h>
 
 #include "config.h"
+#include "devbroker.h"
 #include "ficus_authz.h"
 #include "llhttp.h"
 #include "log.h"
@@ -49,6 +50,9 @@ static const char usage[] =
     "                    the *.yaml files of DIR's parent directory\n"
     "  policy eval -c FILE --input FILE.json\n"
     "                    decide one request and explain which policies matched and why\n"
+    "  devbroker [--brokers N] [--partitions N] [--topic NAME[:N]] [--bootstrap-file FILE]\n"
+    "                    a Kafka-protocol broker in memory for dev and tests (librdkafka's\n"
+    "                    mock cluster); fault-injection commands on stdin\n"
     "  version           print the version and the library versions\n";
 
 static const char *config_arg(int argc, char **argv, int *bad, int *watch)
@@ -217,6 +221,8 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "policy"))
         return fx_policy_cmd(argc, argv, usage);
+    if (!strcmp(cmd, "devbroker"))
+        return fx_devbroker_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "serve") || !strcmp(cmd, "check")) {
         int bad = 0, watch = 0;
         int serve = !strcmp(cmd, "serve");

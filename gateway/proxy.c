@@ -36,6 +36,8 @@
 #include "arena.h"
 #include "authn.h"
 #include "authorize.h"
+#include "cloudevent.h"
+#include "events.h"
 #include "http1.h"
 #include "log.h"
 #include "router.h"
@@ -53,6 +55,15 @@
 enum conn_state { CS_READ_HEAD, CS_PROXY, CS_TUNNEL, CS_CLOSING };
 
 enum resp_out { OUT_NONE, OUT_LENGTH, OUT_CHUNKED, OUT_CLOSE };
+
+/* A request on a route with `events` (section "change events" below). While the state is
+ * EV_CAPTURE or EV_WAIT, the client's response is held in c->held. */
+enum ev_state {
+    EV_NONE,      /* no event for this request (yet) */
+    EV_CAPTURE,   /* 2xx seen; capturing the response body for the event's data */
+    EV_WAIT,      /* submitted; waiting for the ticket (spooled, or acknowledged with delivery: sync) */
+    EV_DONE,      /* the ticket came back (or never will matter): the response flows */
+};
 
 struct fx_conn {
     fx_worker *w;
@@ -108,6 +119,19 @@ struct fx_conn {
     unsigned resp_any_byte : 1;   /* the upstream sent something */
     unsigned up_paused : 1;       /* upstream reads paused by client backpressure */
     unsigned client_paused : 1;   /* client reads paused by upstream backpressure */
+
+    /* change event (routes[].events) */
+    const fx_route_events_conf *ev;  /* a 2xx to this request publishes; NULL: no event */
+    char *ev_key;                 /* rendered before forwarding (arena) */
+    size_t ev_key_len;
+    int ev_state;                 /* enum ev_state */
+    unsigned ev_drop : 1;         /* the spool was full and when_full is drop */
+    unsigned ev_over : 1;         /* the captured body went over events.max_data_bytes */
+    unsigned ev_finish : 1;       /* the response is complete: finish once the ticket is back */
+    struct evbuffer *ev_body;     /* the captured request or response body */
+    struct evbuffer *held;        /* the client's response, held until the ticket is back */
+    fx_event_ticket *ticket;      /* submitted, not back yet */
+    uint64_t ev_wait_ms;          /* when the wait for the ticket began */
 };
 
 static void client_process(fx_conn *c);
@@ -119,6 +143,8 @@ static void on_up_read(fx_sock *s, void *arg);
 static void on_up_write(fx_sock *s, void *arg);
 static void on_up_event(fx_sock *s, int what, void *arg);
 static void finish_request(fx_conn *c);
+static void release_upstream(fx_conn *c);
+static int pump_response(fx_conn *c);
 static int upstream_connect(fx_conn *c);
 static void pump_request_body(fx_conn *c);
 
@@ -147,14 +173,21 @@ static const fx_limits_conf *limits(fx_conn *c)
     return &c->cfg->limits;
 }
 
+static int holding(const fx_conn *c)
+{
+    return c->ev_state == EV_CAPTURE || c->ev_state == EV_WAIT;
+}
+
+/* Where response bytes for the client go: the socket, or the held buffer while an event is pending. */
 static struct evbuffer *client_out(fx_conn *c)
 {
-    return c->sock->out;
+    return holding(c) ? c->held : c->sock->out;
 }
 
 static void flush_client(fx_conn *c)
 {
-    fx_sock_flush(c->sock);
+    if (!holding(c))
+        fx_sock_flush(c->sock);
 }
 
 static void flush_up(fx_conn *c)
@@ -209,9 +242,13 @@ static void access_log(fx_conn *c);
  * Queues a complete error response. `keep` says whether the connection may
  * stay open (only when nothing of the request is left unread).
  */
+static void ev_detach(fx_conn *c);
+
 static void send_problem_with(fx_conn *c, int status, const char *detail, int keep,
                               const char *extra_headers)
 {
+    if (holding(c))
+        ev_detach(c); /* our own answer replaces a held 2xx (only when making the response head failed) */
     ensure_request_id(c);
     fx_worker *w = c->w;
     const char *title = fx_http_status_text(status);
@@ -276,8 +313,11 @@ static void begin_request(fx_conn *c)
     c->t0_us = now_us();
 }
 
+static void ev_end(fx_conn *c);
+
 static void end_request(fx_conn *c)
 {
+    ev_end(c);
     if (c->up) {
         fx_upconn_free(c->up);
         c->up = NULL;
@@ -353,6 +393,282 @@ static int authorize(fx_conn *c, const fx_route_conf *r, int body_unread)
     send_problem(c, 403, detail, keep);
     finish_request(c);
     return -1;
+}
+
+/* ---- change events (routes[].events) ------------------------------------------------------ */
+
+/*
+ * A state-changing request on a route with `events`: the key is rendered and
+ * the spool checked before the request is forwarded (so nothing changes
+ * without its event). On a 2xx the client's response is held (c->held)
+ * while the event is made — at once for data: request | none, once the body
+ * is captured for data: response — and handed to the events thread; the
+ * response flows when the ticket comes back (spooled; with delivery: sync,
+ * acknowledged by Kafka).
+ */
+
+/* Before forwarding. Returns -1 when the request was answered. */
+static int ev_begin(fx_conn *c, const fx_route_conf *r, int body_unread)
+{
+    const fx_route_events_conf *e = r->events;
+    if (!e || !(e->on & FX_METHOD_BIT(c->req.method)))
+        return 0;
+    int keep = !body_unread && c->req.keep_alive;
+    fx_events *rt = c->w->server->events;
+    const fx_events_conf *ec = c->cfg->events;
+    char detail[300], why[200], key[1024];
+    if (!rt || !ec) {
+        send_problem(c, 503, "change events are not running (see the gateway's log)", keep);
+        finish_request(c);
+        return -1;
+    }
+    fx_ce_param params[FX_ROUTE_MAX_PARAMS];
+    for (size_t i = 0; i < c->match.nparams; i++) {
+        params[i].name = c->match.params[i].name;
+        params[i].value = c->match.params[i].value;
+    }
+    long kl = fx_ce_render_key(e->key, params, c->match.nparams, c->claims, key, sizeof(key), why, sizeof(why));
+    if (kl < 0) {
+        snprintf(detail, sizeof(detail), "cannot make the key of this request's change event: %s", why);
+        send_problem(c, 400, detail, keep);
+        finish_request(c);
+        return -1;
+    }
+    if (fx_events_spool_full(rt, ec->spool_max_bytes)) {
+        if (ec->when_full == FX_SPOOL_REJECT) {
+            send_problem_with(c, 503,
+                              "the change-event spool is full (events.spool_max_bytes); the request was not "
+                              "forwarded",
+                              keep, "Retry-After: 5\r\n");
+            finish_request(c);
+            return -1;
+        }
+        c->ev_drop = 1; /* when_full: drop — forwarded; a 2xx is counted as a dropped event */
+    }
+    if (!(c->ev_key = fx_arena_memdup(&c->arena, key, (size_t)kl + 1))) {
+        send_problem(c, 503, "out of memory", 0);
+        finish_request(c);
+        return -1;
+    }
+    c->ev_key_len = (size_t)kl;
+    c->ev = e;
+    return 0;
+}
+
+/* Body bytes for the event's data, up to events.max_data_bytes. */
+static void ev_capture(fx_conn *c, const char *p, size_t n)
+{
+    if (c->ev_over || n == 0)
+        return;
+    if (!c->ev_body)
+        c->ev_body = evbuffer_new();
+    if (!c->ev_body || evbuffer_get_length(c->ev_body) + n > c->cfg->events->max_data_bytes ||
+        evbuffer_add(c->ev_body, p, n) < 0) {
+        c->ev_over = 1;
+        if (c->ev_body)
+            evbuffer_drain(c->ev_body, evbuffer_get_length(c->ev_body));
+    }
+}
+
+/* The first n bytes of src, without consuming them. */
+static void ev_capture_buf(fx_conn *c, struct evbuffer *src, size_t n)
+{
+    struct evbuffer_ptr pos;
+    evbuffer_ptr_set(src, &pos, 0, EVBUFFER_PTR_SET);
+    while (n && !c->ev_over) {
+        struct evbuffer_iovec v[4];
+        int nv = evbuffer_peek(src, (ev_ssize_t)n, &pos, v, 4);
+        if (nv <= 0)
+            break;
+        if (nv > 4)
+            nv = 4;
+        for (int i = 0; i < nv && n; i++) {
+            size_t k = v[i].iov_len < n ? v[i].iov_len : n;
+            ev_capture(c, v[i].iov_base, k);
+            n -= k;
+            evbuffer_ptr_set(src, &pos, k, EVBUFFER_PTR_ADD);
+        }
+    }
+}
+
+static int ev_capturing_request(const fx_conn *c)
+{
+    return c->ev && !c->ev_drop && c->ev->data == FX_EVENT_DATA_REQUEST && c->ev_state == EV_NONE;
+}
+
+static int ev_capturing_response(const fx_conn *c)
+{
+    return c->ev_state == EV_CAPTURE && c->ev->data == FX_EVENT_DATA_RESPONSE;
+}
+
+/*
+ * Makes the event and hands it over; the client's response stays held until
+ * the ticket is back. -1 (logged) when it could not be made: then nothing
+ * waits for it.
+ */
+static int ev_emit(fx_conn *c, int omitted)
+{
+    const fx_route_events_conf *e = c->ev;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    char id[37], actor[256];
+    fx_ce_input in = {.id = id, .source_route = c->match.route->name, .type = e->type, .key = c->ev_key,
+                      .time_ms = ms, .request_id = c->request_id, .method = c->req.method_s,
+                      .status = c->resp.status, .has_data = e->data != FX_EVENT_DATA_NONE, .body = ""};
+    if (c->claims && fx_jwt_claim_render(c->claims, "sub", actor, sizeof(actor)) > 0)
+        in.actor = actor;
+    if (in.has_data) {
+        const fx_http_msg *m = e->data == FX_EVENT_DATA_RESPONSE ? &c->resp : &c->req;
+        const fx_http_header *h = fx_http_find_header(m, "content-type", NULL);
+        in.content_type = h ? h->value : FX_SLICE_NULL;
+        if (c->ev_over)
+            omitted = FX_CE_DATA_TOO_LARGE;
+        in.omitted = omitted;
+        size_t n = c->ev_body ? evbuffer_get_length(c->ev_body) : 0;
+        if (omitted == FX_CE_DATA_COMPLETE && n) {
+            in.body = (const char *)evbuffer_pullup(c->ev_body, -1);
+            in.body_len = n;
+        } else if (omitted == FX_CE_DATA_COMPLETE) {
+            in.has_data = 0; /* an empty body (204, a DELETE): nothing to carry */
+        }
+    }
+    char *value = NULL;
+    size_t vlen = 0;
+    fx_event_ticket *t = NULL;
+    if (fx_ce_uuid7(ms, id) < 0 || (in.has_data && !in.body) || fx_ce_build(&in, &value, &vlen) < 0 ||
+        !(t = fx_event_ticket_new(e->topic, c->ev_key, c->ev_key_len, value, vlen))) {
+        free(value);
+        fx_log(FX_LOG_ERROR, "events: cannot make the change event of request %.*s (route %s, key '%s'): out of "
+                             "memory or no randomness; the event is lost",
+               (int)c->request_id.n, c->request_id.p, c->match.route->name, c->ev_key);
+        c->ev_state = EV_DONE;
+        return -1;
+    }
+    t->worker = c->w;
+    t->owner = c;
+    t->wait_ack = c->cfg->events->delivery == FX_DELIVERY_SYNC;
+    t->created_ms = ms;
+    c->ticket = t;
+    c->ev_state = EV_WAIT;
+    c->ev_wait_ms = now_ms();
+    fx_events_submit(c->w->server->events, t);
+    return 0;
+}
+
+/* A 2xx head from the upstream (called before it is written for the client). */
+static void ev_response_head(fx_conn *c)
+{
+    if (!c->ev || c->resp.status < 200 || c->resp.status > 299)
+        return;
+    if (c->ev_drop) {
+        fx_event_ticket *t = fx_event_ticket_new(c->ev->topic, c->ev_key, c->ev_key_len, NULL, 0);
+        if (t) {
+            t->kind = FX_TICKET_DROPPED;
+            t->worker = c->w;
+            fx_events_submit(c->w->server->events, t);
+        }
+        fx_log(FX_LOG_WARN, "events: spool full (when_full: drop): no event for request %.*s (route %s, key '%s')",
+               (int)c->request_id.n, c->request_id.p, c->match.route->name, c->ev_key);
+        return;
+    }
+    if (!c->held && !(c->held = evbuffer_new())) {
+        fx_log(FX_LOG_ERROR, "events: out of memory: no event for request %.*s", (int)c->request_id.n,
+               c->request_id.p);
+        return;
+    }
+    c->ev_state = EV_CAPTURE;
+    if (c->ev->data == FX_EVENT_DATA_RESPONSE) {
+        if (c->ev_body)
+            evbuffer_drain(c->ev_body, evbuffer_get_length(c->ev_body));
+        c->ev_over = 0;
+        return; /* made when the body is complete (or too large) */
+    }
+    int omitted = c->ev->data == FX_EVENT_DATA_REQUEST && !c->req_done ? FX_CE_DATA_INCOMPLETE : FX_CE_DATA_COMPLETE;
+    ev_emit(c, omitted);
+}
+
+/* The ticket is back (or will never matter): the held response goes to the client. */
+static void ev_release(fx_conn *c)
+{
+    c->ev_state = EV_DONE;
+    if (c->held && evbuffer_get_length(c->held))
+        evbuffer_add_buffer(c->sock->out, c->held);
+    flush_client(c);
+    if (c->ev_finish) {
+        c->ev_finish = 0;
+        finish_request(c);
+        return;
+    }
+    if (c->up) {
+        if (c->up_paused && evbuffer_get_length(c->sock->out) <= FX_HIGH_WATER) {
+            c->up_paused = 0;
+            fx_sock_read_enable(c->up->sock);
+        }
+        if (evbuffer_get_length(c->up->sock->in))
+            pump_response(c);
+    }
+}
+
+/* Nobody will wait for this request's event any more: an event still being captured goes out without
+ * its data, a ticket still out is left to come back on its own, the held response is dropped. */
+static void ev_detach(fx_conn *c)
+{
+    if (c->ev_state == EV_CAPTURE)
+        ev_emit(c, FX_CE_DATA_INCOMPLETE);
+    if (c->ticket)
+        c->ticket->owner = NULL;
+    c->ticket = NULL;
+    if (c->held)
+        evbuffer_drain(c->held, evbuffer_get_length(c->held));
+    c->ev_state = c->ev ? EV_DONE : EV_NONE;
+    c->ev_finish = 0;
+}
+
+/* Waited limits.idle_timeout for the ticket: the client learns the change was made but not confirmed. */
+static void ev_timed_out(fx_conn *c)
+{
+    int sync = c->cfg->events->delivery == FX_DELIVERY_SYNC;
+    fx_log(FX_LOG_WARN, "events: the event of request %.*s was not %s within limits.idle_timeout; answering 504 "
+                        "(the event is not lost: it is delivered when it can be)",
+           (int)c->request_id.n, c->request_id.p, sync ? "acknowledged by Kafka" : "written to the spool");
+    ev_detach(c);
+    c->resp_started = 0;
+    c->upstream_error = "event_timeout";
+    reject(c, 504,
+           sync ? "the upstream made the change, but Kafka did not acknowledge its event in time; the event is "
+                  "kept and will be delivered"
+                : "the upstream made the change, but its event could not be written to the spool in time",
+           0);
+}
+
+/* The request ends (normally or not). */
+static void ev_end(fx_conn *c)
+{
+    ev_detach(c);
+    if (c->ev_body)
+        evbuffer_drain(c->ev_body, evbuffer_get_length(c->ev_body));
+    c->ev = NULL;
+    c->ev_key = NULL;
+    c->ev_key_len = 0;
+    c->ev_state = EV_NONE;
+    c->ev_drop = c->ev_over = c->ev_finish = 0;
+}
+
+void fx_proxy_events_returned(fx_worker *w)
+{
+    fx_event_ticket *t = fx_events_take_returned(w), *next;
+    for (; t; t = next) {
+        next = t->next;
+        fx_conn *c = t->owner;
+        if (c) {
+            if (t->failed)
+                fx_log(FX_LOG_WARN, "events: request %.*s: %s", (int)c->request_id.n, c->request_id.p, t->why);
+            c->ticket = NULL;
+            ev_release(c);
+        }
+        fx_event_ticket_free(t);
+    }
 }
 
 static void read_head(fx_conn *c)
@@ -443,6 +759,8 @@ static void read_head(fx_conn *c)
     c->claims = ar.claims;
     c->ups = &c->cfg->upstreams[r->upstream];
     if (r->authz && authorize(c, r, body_unread) < 0)
+        return;
+    if (r->events && ev_begin(c, r, body_unread) < 0)
         return;
     c->pool = (size_t)r->upstream < c->w->npools ? c->w->pools[r->upstream] : NULL;
     if (c->pool)
@@ -696,6 +1014,8 @@ static int chunk_to_upstream(void *ctx, const char *p, size_t n)
     struct evbuffer *out = body_sink(c);
     if (!out)
         return -1;
+    if (ev_capturing_request(c))
+        ev_capture(c, p, n);
     char hdr[24];
     int hl = snprintf(hdr, sizeof(hdr), "%zx\r\n", n);
     evbuffer_add(out, hdr, (size_t)hl);
@@ -725,6 +1045,8 @@ static void pump_request_body(fx_conn *c)
         c->req_body_started = 1;
     if (c->req.body == FX_BODY_LENGTH) {
         size_t n = avail < c->req_left ? avail : (size_t)c->req_left;
+        if (ev_capturing_request(c))
+            ev_capture_buf(c, in, n);
         evbuffer_remove_buffer(in, out, n);
         c->req_left -= n;
         c->bytes_in += n;
@@ -768,6 +1090,8 @@ static int resp_chunk_to_client(void *ctx, const char *p, size_t n)
 {
     fx_conn *c = ctx;
     struct evbuffer *out = client_out(c);
+    if (ev_capturing_response(c))
+        ev_capture(c, p, n);
     if (c->resp_out == OUT_CHUNKED) {
         char hdr[24];
         int hl = snprintf(hdr, sizeof(hdr), "%zx\r\n", n);
@@ -789,6 +1113,15 @@ static void response_complete(fx_conn *c)
         c->bytes_out += 5;
     }
     c->resp_done = 1;
+    if (c->ev_state == EV_CAPTURE)
+        ev_emit(c, FX_CE_DATA_COMPLETE);
+    if (holding(c)) {
+        /* the upstream is done: back to its pool now; the client waits for the event's ticket */
+        if (c->req_done)
+            release_upstream(c);
+        c->ev_finish = 1;
+        return;
+    }
     finish_request(c);
 }
 
@@ -883,6 +1216,8 @@ static void start_tunnel(fx_conn *c);
 /* Returns 1 when the request ended (the connection may be gone): touch nothing after. */
 static int pump_response(fx_conn *c)
 {
+    if (c->resp_done)
+        return 0; /* complete, waiting for the event's ticket: later bytes are not ours */
     struct evbuffer *in = c->up->sock->in;
     char detail[256];
     while (!c->resp_head_done) {
@@ -914,6 +1249,7 @@ static int pump_response(fx_conn *c)
         if (c->resp.status < 200 && c->resp.status != 101)
             continue; /* interim responses (100, 103) are not passed on */
         c->resp_head_done = 1;
+        ev_response_head(c);
         if (write_response_head(c) < 0) {
             upstream_failed(c, 502, "out of memory", "internal");
             return 1;
@@ -938,6 +1274,8 @@ static int pump_response(fx_conn *c)
         switch (c->resp.body) {
         case FX_BODY_LENGTH: {
             size_t n = avail < c->resp_left ? avail : (size_t)c->resp_left;
+            if (ev_capturing_response(c))
+                ev_capture_buf(c, in, n);
             evbuffer_remove_buffer(in, out, n);
             c->resp_left -= n;
             c->bytes_out += n;
@@ -974,6 +1312,8 @@ static int pump_response(fx_conn *c)
                 }
                 evbuffer_drain(in, consumed);
             } else {
+                if (ev_capturing_response(c))
+                    ev_capture_buf(c, in, avail);
                 c->bytes_out += avail;
                 evbuffer_add_buffer(out, in);
             }
@@ -982,8 +1322,12 @@ static int pump_response(fx_conn *c)
             break;
         }
     }
+    /* a body too large for the event's data: the event is complete without it */
+    if (ev_capturing_response(c) && c->ev_over)
+        ev_emit(c, FX_CE_DATA_TOO_LARGE);
     flush_client(c);
-    if (evbuffer_get_length(out) > FX_HIGH_WATER && !c->up_paused) {
+    /* while capturing, the held buffer is bounded by events.max_data_bytes instead */
+    if (c->ev_state != EV_CAPTURE && evbuffer_get_length(out) > FX_HIGH_WATER && !c->up_paused) {
         fx_sock_read_disable(c->up->sock);
         c->up_paused = 1;
     }
@@ -1248,7 +1592,7 @@ static void on_client_write(fx_sock *s, void *arg)
             conn_free(c);
         return;
     case CS_PROXY:
-        if (c->up_paused && c->up) {
+        if (c->up_paused && c->up && !holding(c)) {
             c->up_paused = 0;
             fx_sock_read_enable(c->up->sock);
         }
@@ -1335,6 +1679,12 @@ static void retry_fresh(fx_conn *c)
 static void on_up_event(fx_sock *s, int what, void *arg)
 {
     fx_conn *c = arg;
+    if (c->resp_done && !(what & FX_SOCK_CONNECTED)) {
+        /* the response is complete (the client waits for its event): this connection is not reusable */
+        fx_upconn_free(c->up);
+        c->up = NULL;
+        return;
+    }
     if (what & FX_SOCK_CONNECTED) {
         c->up->connected = 1;
         if (c->up_timer)
@@ -1402,6 +1752,14 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         fx_config *cfg = c->cfg;
         uint64_t idle = cfg->limits.idle_timeout_ms;
         uint64_t since = now - c->last_activity_ms;
+        if (c->ev_state == EV_WAIT) {
+            uint64_t waited = now - c->ev_wait_ms;
+            if (waited < idle)
+                arm_timer(c, idle - waited);
+            else
+                ev_timed_out(c);
+            return;
+        }
         int waiting_upstream = c->req_done && !c->resp_started; /* upstream timers decide */
         if (waiting_upstream || since < idle) {
             arm_timer(c, waiting_upstream ? idle : idle - since);
@@ -1446,6 +1804,10 @@ static void conn_free(fx_conn *c)
     fx_sock_free(c->sock);
     if (c->stage)
         evbuffer_free(c->stage);
+    if (c->held)
+        evbuffer_free(c->held);
+    if (c->ev_body)
+        evbuffer_free(c->ev_body);
     fx_arena_free(&c->arena);
     if (c->prev)
         c->prev->next = c->next;

@@ -17,5 +17,7 @@ void fx_proxy_accept(fx_worker *w, int fd, const struct sockaddr *sa, int salen)
 void fx_proxy_drain(fx_worker *w);
 /* Hard stop: close everything now (drain period over, or shutting down). */
 void fx_proxy_close_all(fx_worker *w);
+/* Event tickets came back to this worker (FX_CTL_EVENTS): the responses held for them go out. */
+void fx_proxy_events_returned(fx_worker *w);
 
 #endif

@@ -9,7 +9,7 @@
  *                     listeners, publish the snapshot, tell the workers
  *   worker_reload     a worker adopts the snapshot: pools matched by upstream
  *                     (name + targets), listeners moved, opened or closed
- *   on_ctl            a worker's mailbox: drain / stop / reload / keys bits
+ *   on_ctl            a worker's mailbox: drain / stop / reload / keys / events bits
  *   on_keys           main thread: new jwks_uri key sets (jwks.c) into every
  *                     worker's mailbox
  *
@@ -38,6 +38,7 @@
 #include <sys/stat.h>
 
 #include "admin.h"
+#include "events.h"
 #include "jwks.h"
 #include "log.h"
 #include "proxy.h"
@@ -194,6 +195,8 @@ static void on_ctl(evutil_socket_t fd, short what, void *arg)
     }
     if (orders & FX_CTL_KEYS)
         fx_authn_take_keys(&w->authn);
+    if (orders & FX_CTL_EVENTS)
+        fx_proxy_events_returned(w);
     if (orders & FX_CTL_RELOAD)
         worker_reload(w, atomic_load(&w->server->reload_gen_published));
     if (orders & FX_CTL_DRAIN) {
@@ -321,6 +324,14 @@ int fx_server_start(fx_server *s, fx_config *cfg, const char *config_path)
     }
     if (fx_route_stats_bind(&s->route_stats, cfg) < 0 || fx_authn_worker_init(&s->api_authn) < 0)
         return -1;
+    if (cfg->events) {
+        /* before the listeners: the spool's undelivered events go out before any new ones */
+        char err[512];
+        if (!(s->events = fx_events_start(cfg->events, err, sizeof(err)))) {
+            fx_log(FX_LOG_ERROR, "%s", err);
+            return -1;
+        }
+    }
     s->api_authn.bell = fx_jwks_get_bell(s->jwks); /* an unknown kid asks for a refetch, as at the edge */
     if (getrandom(s->api_rng, sizeof(s->api_rng), 0) != sizeof(s->api_rng) || (s->api_rng[0] | s->api_rng[1]) == 0) {
         s->api_rng[0] = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
@@ -530,6 +541,19 @@ int fx_server_reload(fx_server *s, fx_diags *d)
     if (ok && fx_route_stats_bind(&s->route_stats, n) < 0) {
         fx_diags_add(d, n->file, 0, 0, "out of memory");
         ok = 0;
+    }
+    /* events: the spool and the producer stay as they were started; a first `events` section starts them
+     * (the last step that can fail, so undoing it is stopping it) */
+    char everr[512];
+    if (ok && s->events && n->events && fx_events_compatible(s->events, n->events, everr, sizeof(everr)) < 0) {
+        fx_diags_add(d, n->file, 0, 0, "%s", everr);
+        ok = 0;
+    }
+    if (ok && !s->events && n->events) {
+        if (!(s->events = fx_events_start(n->events, everr, sizeof(everr)))) {
+            fx_diags_add(d, n->file, 0, 0, "%s", everr);
+            ok = 0;
+        }
     }
     if (!ok && opened) {
         fx_access_log_close(&access);
@@ -771,7 +795,24 @@ void fx_server_free(fx_server *s)
             fx_worker *w = &s->workers[i];
             if (w->thread)
                 pthread_join(w->thread, NULL);
+            w->thread = 0;
             fx_proxy_close_all(w);
+        }
+    }
+    if (s->events) {
+        /* after the workers: every event they made is in its inbox; what Kafka does not acknowledge
+         * within the drain period stays in the spool for the next start */
+        fx_config *c = atomic_load(&s->cfg);
+        fx_events_stop(s->events, c ? c->limits.drain_timeout_ms : 5000);
+        s->events = NULL;
+    }
+    if (s->workers) {
+        for (unsigned i = 0; i < s->nworkers; i++) {
+            fx_worker *w = &s->workers[i];
+            for (fx_event_ticket *t = fx_events_take_returned(w), *n; t; t = n) {
+                n = t->next;
+                fx_event_ticket_free(t);
+            }
             free_listeners(w);
             if (w->pools) {
                 for (size_t p = 0; p < w->npools; p++)

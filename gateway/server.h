@@ -28,7 +28,10 @@ typedef struct fx_pool fx_pool;
 
 /* Orders from the main thread to a worker (bits in fx_worker.ctl). FX_CTL_KEYS: new
  * jwks_uri key sets wait in the worker's authn mailbox (fx_authn_take_keys). */
-enum { FX_CTL_DRAIN = 1u << 0, FX_CTL_STOP = 1u << 1, FX_CTL_RELOAD = 1u << 2, FX_CTL_KEYS = 1u << 3 };
+enum {
+    FX_CTL_DRAIN = 1u << 0, FX_CTL_STOP = 1u << 1, FX_CTL_RELOAD = 1u << 2, FX_CTL_KEYS = 1u << 3,
+    FX_CTL_EVENTS = 1u << 4, /* event tickets came back (events.h: fx_events_take_returned) */
+};
 
 typedef struct fx_worker {
     unsigned id;
@@ -54,10 +57,13 @@ typedef struct fx_worker {
     fx_access_log access;         /* a copy of the server's sink (never owned here) */
     fx_access_log decisions;      /* the same for the decision log */
     fx_authn_worker authn;        /* verified-token cache and rejection counters */
+    _Atomic(struct fx_event_ticket *) ev_returned; /* tickets back from the events thread (a stack) */
 } fx_worker;
 
 struct fx_admin;
 struct fx_jwks;
+struct fx_events;
+struct fx_event_ticket;
 
 struct fx_server {
     _Atomic(fx_config *) cfg;     /* newest snapshot; workers adopt it on FX_CTL_RELOAD */
@@ -81,6 +87,8 @@ struct fx_server {
     struct fx_admin *admin;
     struct fx_jwks *jwks;         /* jwks_uri fetcher (main thread); its bell is rung by workers */
     int watch;                    /* --watch: reload when the file changes */
+    struct fx_events *events;     /* the events thread, when the config has `events` (started at start or
+                                     at the first reload that adds the section) */
 };
 
 /* Opens listeners and starts the worker threads. 0, or -1 after logging why. */

@@ -18,6 +18,11 @@ run time, and to stop them again whatever happens:
                           exact HTTP/1.1 responses (CL, chunked, close)
   FxTestCase              unittest.TestCase with a temp dir and factories that
                           register every stop with addCleanup
+  DevBroker               `ficus devbroker` (librdkafka mock cluster): .bootstrap,
+                          .command(line) over its stdin, down()/up()
+  kcat_produce            produce, consume and read metadata with kcat; consumed
+  kcat_consume            messages as dicts (key, value bytes, partition, offset,
+  kcat_metadata           headers)
 
 Binaries come from $FICUS_BIN and $MONOLITH_BIN (run.py sets both).
 """
@@ -1270,3 +1275,195 @@ class FxTestCase(unittest.TestCase):
         self.assertTrue(doc["request_id"], where)
         self.assertEqual(resp.header("x-request-id"), doc["request_id"], where)
         return doc
+
+
+# --------------------------------------------------------------------------
+# Kafka: the development broker and kcat
+
+
+class _StdinPipeProc(Proc):
+    """A Proc whose stdin is a pipe (.stdin, binary) instead of /dev/null."""
+
+    def __init__(self, argv, workdir, name, env=None, cwd=None):  # Proc.__init__ with stdin=PIPE
+        self.argv = [str(a) for a in argv]
+        self.name = name
+        self.workdir = workdir
+        self.stdout_path = os.path.join(workdir, f"{name}.stdout")
+        self.stderr_path = os.path.join(workdir, f"{name}.stderr")
+        if not os.path.exists(self.argv[0]):
+            raise AssertionError(f"{name}: binary {self.argv[0]} does not exist (build it first)")
+        self._out = open(self.stdout_path, "wb")
+        self._err = open(self.stderr_path, "wb")
+        self.popen = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=self._out, stderr=self._err,
+                                      env={**os.environ, **(env or {})}, cwd=cwd or workdir)
+        self.stdin = self.popen.stdin
+        self.pid = self.popen.pid
+        self.stopped = False
+        self.returncode = None
+        self.killed = False
+
+    def stop(self, grace=5.0):
+        rc = super().stop(grace)
+        try:
+            self.stdin.close()
+        except OSError:  # the child is gone and the pipe with it
+            pass
+        return rc
+
+
+class DevBroker:
+    """`ficus devbroker --bootstrap-file F [args]` with stdin as a pipe.
+
+    .bootstrap is the address ("127.0.0.1:PORT[,...]") read from the file;
+    .command(line) writes one command and returns its one-line answer
+    ("ok ..." / "error: ..."); down()/up() are the commands that must
+    succeed. Stopped (SIGTERM) by the test's cleanup; a sanitizer report
+    in its stderr, a death by itself or an exit code other than 0 fails
+    the test then."""
+
+    def __init__(self, test, workdir, name="devbroker", args=None, wait_s=15.0):
+        self.test = test
+        self.bootstrap_file = os.path.join(workdir, f"{name}.bootstrap")
+        self.expect_exit = False
+        self.proc = _StdinPipeProc([ficus_bin(), "devbroker", "--bootstrap-file", self.bootstrap_file]
+                                   + list(args or []), workdir, name, env=SANITIZER_ENV)
+        test.addCleanup(self.stop)
+        self._pos = 0  # how much of the stdout file the answers have consumed
+        try:
+            deadline = time.monotonic() + wait_s
+            while not os.path.exists(self.bootstrap_file):
+                if not self.proc.alive() or time.monotonic() > deadline:
+                    raise AssertionError(f"devbroker wrote no {self.bootstrap_file} within {wait_s}s\n"
+                                         f"{self.proc.describe()}")
+                time.sleep(0.02)
+            self.bootstrap = read_text(self.bootstrap_file).strip()
+            first = self._line(deadline - time.monotonic())
+        except AssertionError:
+            self.expect_exit = True
+            raise
+        if first != f"devbroker: bootstrap {self.bootstrap}":
+            raise AssertionError(f"devbroker's first line {first!r} does not give {self.bootstrap!r}")
+        self.ports = [int(a.rsplit(":", 1)[1]) for a in self.bootstrap.split(",")]
+
+    def _line(self, timeout):
+        """The next complete stdout line (without newline)."""
+        deadline = time.monotonic() + max(timeout, 0.1)
+        while True:
+            with open(self.proc.stdout_path, "rb") as f:
+                f.seek(self._pos)
+                data = f.read()
+            nl = data.find(b"\n")
+            if nl >= 0:
+                self._pos += nl + 1
+                return data[:nl].decode("utf-8", "replace")
+            if not self.proc.alive():
+                raise AssertionError(f"devbroker exited while an answer was awaited\n{self.proc.describe()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"devbroker did not answer within {timeout}s\n{self.proc.describe()}")
+            time.sleep(0.01)
+
+    def command(self, line, timeout=10.0):
+        """Sends one command line; returns the answer line."""
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+        return self._line(timeout)
+
+    def _ok(self, line):
+        reply = self.command(line)
+        if not reply.startswith("ok"):
+            raise AssertionError(f"devbroker {line!r}: {reply}")
+        return reply
+
+    def down(self):
+        return self._ok("down")
+
+    def up(self):
+        return self._ok("up")
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def send_signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self):
+        died_early = self.proc.popen.poll() is not None and not self.proc.stopped
+        rc = self.proc.stop()
+        report = sanitizer_report(self.proc.stderr())
+        if report:
+            self.test.fail(f"sanitizer report in devbroker stderr:\n{report}")
+        if died_early and not self.expect_exit:
+            self.test.fail(f"devbroker exited by itself during the test (code {rc})\n{self.proc.describe()}")
+        if not self.expect_exit and rc not in (0, None) and not self.proc.killed:
+            self.test.fail(f"devbroker exited with {rc} on SIGTERM\n{self.proc.describe()}")
+        return rc
+
+
+def kcat_produce(bootstrap, topic, messages, headers=(), timeout=20.0, config=None, partition=None):
+    """Produces `messages` ((key, value) pairs of str/bytes; key None for none) to `topic` with one kcat
+    process; `headers` ((name, value) pairs) go on every message, `config` is extra -X properties.
+    Values and keys cannot hold the bytes 0x1e/0x1f (the delimiters). The CompletedProcess (stdout,
+    stderr as text); on timeout, one with returncode None."""
+    def raw(v):
+        return v if isinstance(v, bytes) else str(v).encode()
+    keyed = any(k is not None for k, _ in messages)
+    data = b"".join(((raw(k) + b"\x1f") if keyed else b"") + raw(v) + b"\x1e" for k, v in messages)
+    argv = ["kcat", "-P", "-b", bootstrap, "-t", topic, "-D", "\x1e"]
+    if keyed:
+        argv += ["-K", "\x1f"]
+    if partition is not None:
+        argv += ["-p", str(partition)]
+    for name, value in headers:
+        argv += ["-H", f"{name}={value}"]
+    for k, v in (config or {}).items():
+        argv += ["-X", f"{k}={v}"]
+    try:
+        p = subprocess.run(argv, input=data, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        return subprocess.CompletedProcess(argv, None, (e.stdout or b"").decode("utf-8", "replace"),
+                                           (e.stderr or b"").decode("utf-8", "replace"))
+    return subprocess.CompletedProcess(argv, p.returncode, p.stdout.decode("utf-8", "replace"),
+                                       p.stderr.decode("utf-8", "replace"))
+
+
+def kcat_consume(bootstrap, topic, count, timeout=20.0, config=None):
+    """Up to `count` messages of `topic` from the beginning (kcat -C -e -J: stops at the end of every
+    partition), as dicts: key (str or None), value (bytes or None), partition, offset, headers
+    ([(name, value)] in order). Fewer than `count` when the topic holds fewer or the timeout hit."""
+    argv = ["kcat", "-C", "-b", bootstrap, "-t", topic, "-o", "beginning", "-e", "-q", "-J", "-c", str(count)]
+    for k, v in (config or {}).items():
+        argv += ["-X", f"{k}={v}"]
+    try:
+        out = subprocess.run(argv, capture_output=True, timeout=timeout).stdout
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout or b""
+    msgs = []
+    # kcat writes payload bytes that are not UTF-8 as they are: surrogateescape brings them back
+    for line in out.decode("utf-8", "surrogateescape").splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            m = json.loads(line)
+        except ValueError:  # a line cut by the timeout
+            continue
+        h = m.get("headers") or []
+        payload = m.get("payload")
+        msgs.append({"key": m.get("key"),
+                     "value": None if payload is None else payload.encode("utf-8", "surrogateescape"),
+                     "partition": m["partition"], "offset": m["offset"],
+                     "headers": [(h[i], h[i + 1]) for i in range(0, len(h) - 1, 2)]})
+    return msgs
+
+
+def kcat_metadata(bootstrap, topic=None, timeout=10.0):
+    """kcat -L -J: the cluster's metadata as a dict, or None when kcat failed."""
+    argv = ["kcat", "-L", "-J", "-b", bootstrap] + (["-t", topic] if topic else [])
+    try:
+        p = subprocess.run(argv, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+    try:
+        return json.loads(p.stdout) if p.returncode == 0 else None
+    except ValueError:
+        return None
