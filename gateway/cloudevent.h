@@ -33,8 +33,10 @@ typedef struct fx_ce_param {
  * characters), {token.CLAIM} (fx_jwt_claim_render: strings as is, integers
  * in decimal; dotted names walk into objects). The template was checked at
  * config load (names exist), so the only runtime failures are a claim the
- * token lacks (or null, or an object/array), a bad parameter value, or the
- * result being empty or longer than cap - 1.
+ * token lacks (or null, or not a string or integer; or no token at all: an
+ * auth: optional route), a bad parameter value, or the result being empty
+ * or longer than cap - 1 (cap ≥ 2). out is "" after a failure; why may be
+ * NULL.
  * Returns the length written to out (NUL-terminated), or -1 with a sentence
  * in why ("the token has no 'tenant' claim", ...).
  *
@@ -51,10 +53,13 @@ long fx_ce_render_key(const char *tmpl, const fx_ce_param *params, size_t nparam
                       char *out, size_t cap, char *why, size_t whylen);
 
 /* A UUIDv7 (RFC 9562: 48-bit Unix ms, version 7, variant 10, 74 random bits
- * from RAND_bytes) in its 36-character form + NUL. -1 if RAND_bytes failed. */
+ * from RAND_bytes) in its 36-character lower-case form + NUL. Ids sort by
+ * their ms; within one ms the order is random (no counter). -1 if RAND_bytes
+ * failed. */
 int fx_ce_uuid7(uint64_t unix_ms, char out[37]);
 
-/* RFC 3339 UTC with milliseconds: "2026-11-26T12:00:00.000Z" (24 chars + NUL). */
+/* RFC 3339 UTC with milliseconds: "2026-11-26T12:00:00.000Z" (24 chars + NUL).
+ * Instants after 9999-12-31T23:59:59.999Z are written as that one. */
 void fx_ce_time(uint64_t unix_ms, char out[25]);
 
 /*

@@ -340,7 +340,7 @@ static void ticket_return(fx_event_ticket *t, int failed, const char *why)
 {
     if (failed) {
         t->failed = 1;
-        snprintf(t->why, sizeof(t->why), "%s", why);
+        snprintf(t->why, sizeof(t->why), "%.*s", (int)sizeof(t->why) - 1, why);
     }
     fx_worker *w = t->worker;
     if (stack_push(&w->ev_returned, t)) {
@@ -422,7 +422,7 @@ static void fail_permanently(fx_events *ev, pend *p, rd_kafka_resp_err_t err)
             return;
         }
     }
-    char err2[256];
+    char err2[512];
     fx_spool_event se = {.seq = p->seq, .created_ms = p->created_ms, .topic = topic, .topic_len = strlen(topic),
                          .key = p->key, .key_len = p->key_len, .value = p->value, .value_len = p->value_len};
     const char *full = p->orig_topic ? p->dead_reason : why;
@@ -628,7 +628,7 @@ static void commit_spool(fx_events *ev)
 {
     if (!ev->spool_dirty)
         return;
-    char err[256];
+    char err[512];
     if (fx_spool_commit(ev->spool, err, sizeof(err)) < 0) {
         uint64_t now = mono_ms();
         if (now - ev->last_commit_warn_ms > 5000) {
@@ -649,7 +649,7 @@ static void take_inbox(fx_events *ev)
         return;
     fx_event_ticket *async_back = NULL, **async_tail = &async_back;
     int spool_failed = 0;
-    char err[256] = "";
+    char err[512] = "";
     for (fx_event_ticket *t = list, *next; t; t = next) {
         next = t->next;
         t->next = NULL;
@@ -729,7 +729,8 @@ static void on_rk(evutil_socket_t fd, short what, void *arg)
     if (ev->need_recreate)
         recreate_producer(ev);
     produce_backlog(ev);
-    commit_spool(ev);
+    /* done marks wait for the next commit (the next batch, or the tick): losing them in a crash
+     * only means those events are produced once more */
     publish_gauges(ev);
 }
 
@@ -1005,6 +1006,17 @@ int fx_events_compatible(const fx_events *ev, const fx_events_conf *conf, char *
 int fx_events_spool_full(const fx_events *ev, uint64_t max_bytes)
 {
     return fx_spool_bytes_now(ev->spool) >= max_bytes;
+}
+
+void fx_events_counts(fx_events *ev, uint64_t *published, uint64_t *undone)
+{
+    uint64_t sum = 0;
+    pthread_mutex_lock(&ev->stats_lock);
+    for (size_t i = 0; i < ev->ntopics; i++)
+        sum += ev->topics[i].published;
+    pthread_mutex_unlock(&ev->stats_lock);
+    *published = sum;
+    *undone = atomic_load_explicit(&ev->undone, memory_order_relaxed);
 }
 
 const char *fx_events_embedded_bootstrap(const fx_events *ev)

@@ -81,6 +81,9 @@ void fx_events_submit(fx_events *ev, fx_event_ticket *t);
 /* Worker thread: the tickets that came back to w since the last call, oldest first (a list via ->next). */
 fx_event_ticket *fx_events_take_returned(struct fx_worker *w);
 
+/* Events acknowledged by Kafka (all topics) and events in the spool not yet acknowledged (any thread). */
+void fx_events_counts(fx_events *ev, uint64_t *published, uint64_t *undone);
+
 /* The embedded broker's bootstrap address, or NULL. */
 const char *fx_events_embedded_bootstrap(const fx_events *ev);
 

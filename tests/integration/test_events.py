@@ -624,3 +624,24 @@ class EventsTest(fxtest.FxTestCase):
         out = p.stdout + p.stderr
         self.assertRegex(out, r"bad\.yaml:\d+:\d+: error: events\.kafka\.compression\.type: .*zstd9")
         self.assertRegex(out, r"bad\.yaml:\d+:\d+: error: events\.kafka\.no\.such\.property: ")
+
+    def test_fatal_producer_error_replaces_the_producer_and_loses_nothing(self):
+        db = self.broker()
+        gw = self.gateway(self.config(db.bootstrap))
+        self.assertEqual(self.put(gw, "/docs/0", {"i": 0}).status, 200)
+        self.consume(db.bootstrap, "docs", 1)
+        # a sequence desynchronization is fatal for an idempotent producer (librdkafka raises
+        # RD_KAFKA_RESP_ERR__FATAL): the gateway must replace it and produce the events again
+        self.assertTrue(db.command("request-errors Produce 1 OUT_OF_ORDER_SEQUENCE_NUMBER").startswith("ok"))
+        sent = {}
+        for i in range(1, 6):
+            r = self.put(gw, f"/docs/{i}", {"i": i})
+            self.assertEqual(r.status, 200)
+            sent[r.header("x-request-id")] = {"i": i}
+        wait_for(self, lambda: metric(self.metrics(gw), "ficus_events_producer_restarts_total") == 1.0, 20,
+                 "the producer replaced once")
+        msgs = self.consume(db.bootstrap, "docs", 6, exact=False)
+        got = {m["event"]["ficusrequestid"] for m in msgs}
+        self.assertTrue(set(sent) <= got, f"missing after the fatal error: {set(sent) - got}")
+        self.assertIn("producer fatal error", gw.proc.stderr())
+        wait_for(self, lambda: metric(self.metrics(gw), "ficus_events_spooled") == 0, 20, "nothing left undone")

@@ -258,7 +258,7 @@ static unsigned char *the_segment(const char *dir, char name[64], size_t *len)
     for (size_t i = 0; i < n; i++)
         if (f[i].size) {
             hit++;
-            snprintf(name, 64, "%s", f[i].name);
+            snprintf(name, 64, "%.63s", f[i].name);
         }
     ck_assert_int_eq(hit, 1);
     char p[512];
