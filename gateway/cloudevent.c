@@ -658,11 +658,19 @@ static const char hexdigits[] = "0123456789abcdef";
 
 int fx_ce_uuid7(uint64_t unix_ms, char out[37])
 {
-    unsigned char b[16];
-    if (RAND_bytes(b + 6, 10) != 1) {
+    unsigned char rnd[10];
+    if (RAND_bytes(rnd, 10) != 1) {
         out[0] = '\0';
         return -1;
     }
+    fx_ce_uuid7_from(unix_ms, rnd, out);
+    return 0;
+}
+
+void fx_ce_uuid7_from(uint64_t unix_ms, const unsigned char rnd[10], char out[37])
+{
+    unsigned char b[16];
+    memcpy(b + 6, rnd, 10);
     for (int i = 0; i < 6; i++)
         b[i] = (unsigned char)(unix_ms >> (40 - 8 * i));
     b[6] = (unsigned char)(0x70 | (b[6] & 0x0F)); /* version 7 */
@@ -675,7 +683,6 @@ int fx_ce_uuid7(uint64_t unix_ms, char out[37])
         *o++ = hexdigits[b[i] & 15];
     }
     *o = '\0';
-    return 0;
 }
 
 static void digits(char *o, unsigned v, int n)

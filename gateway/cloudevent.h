@@ -57,6 +57,9 @@ long fx_ce_render_key(const char *tmpl, const fx_ce_param *params, size_t nparam
  * their ms; within one ms the order is random (no counter). -1 if RAND_bytes
  * failed. */
 int fx_ce_uuid7(uint64_t unix_ms, char out[37]);
+/* The same from 10 random bytes the caller drew from a CSPRNG (a worker draws them in bulk:
+ * fx_worker_random), without a RAND_bytes call per id. */
+void fx_ce_uuid7_from(uint64_t unix_ms, const unsigned char rnd[10], char out[37]);
 
 /* RFC 3339 UTC with milliseconds: "2026-11-26T12:00:00.000Z" (24 chars + NUL).
  * Instants after 9999-12-31T23:59:59.999Z are written as that one. */

@@ -326,13 +326,23 @@ static fx_event_ticket *stack_take(_Atomic(fx_event_ticket *) *top)
     return out;
 }
 
-void fx_events_submit(fx_events *ev, fx_event_ticket *t)
+void fx_events_submit_chain(fx_events *ev, fx_event_ticket *newest, fx_event_ticket *oldest)
 {
-    if (stack_push(&ev->inbox, t)) {
+    fx_event_ticket *old = atomic_load_explicit(&ev->inbox, memory_order_relaxed);
+    do
+        oldest->next = old;
+    while (!atomic_compare_exchange_weak_explicit(&ev->inbox, &old, newest, memory_order_release,
+                                                  memory_order_relaxed));
+    if (old == NULL) {
         uint64_t one = 1;
         ssize_t r = write(ev->wake_fd, &one, sizeof(one));
         (void)r;
     }
+}
+
+void fx_events_submit(fx_events *ev, fx_event_ticket *t)
+{
+    fx_events_submit_chain(ev, t, t);
 }
 
 /* Back to the worker that submitted it (any thread). */
@@ -896,6 +906,8 @@ fx_events *fx_events_start(const fx_events_conf *conf, char *err, size_t errlen)
     ev->spool = fx_spool_open(conf->spool_dir, on_recovered, on_damage, ev, err, errlen);
     if (!ev->spool)
         goto fail;
+    /* two segments (the newest and the one before it) fit well within the bound */
+    fx_spool_set_segment_bytes(ev->spool, conf->spool_max_bytes / 8);
     if (ev->backlog.n)
         fx_log(FX_LOG_INFO, "events: %zu undelivered events recovered from the spool %s; producing them first",
                ev->backlog.n, conf->spool_dir);

@@ -78,6 +78,9 @@ fx_event_ticket *fx_event_ticket_new(const char *topic, const char *key, size_t 
 void fx_event_ticket_free(fx_event_ticket *t);
 /* Any thread: hands the ticket to the events thread. */
 void fx_events_submit(fx_events *ev, fx_event_ticket *t);
+/* The same for a chain linked by ->next, NEWEST first, ending at `oldest`: one push, one wake-up
+ * (a worker gathers the tickets of one loop turn and hands them over together). */
+void fx_events_submit_chain(fx_events *ev, fx_event_ticket *newest, fx_event_ticket *oldest);
 /* Worker thread: the tickets that came back to w since the last call, oldest first (a list via ->next). */
 fx_event_ticket *fx_events_take_returned(struct fx_worker *w);
 

@@ -536,7 +536,12 @@ static int ev_emit(fx_conn *c, int omitted)
     char *value = NULL;
     size_t vlen = 0;
     fx_event_ticket *t = NULL;
-    if (fx_ce_uuid7(ms, id) < 0 || (in.has_data && !in.body) || fx_ce_build(&in, &value, &vlen) < 0 ||
+    unsigned char rnd[10];
+    if (fx_worker_random(c->w, rnd, sizeof(rnd)) == 0)
+        fx_ce_uuid7_from(ms, rnd, id);
+    else
+        id[0] = '\0';
+    if (!id[0] || (in.has_data && !in.body) || fx_ce_build(&in, &value, &vlen) < 0 ||
         !(t = fx_event_ticket_new(e->topic, c->ev_key, c->ev_key_len, value, vlen))) {
         free(value);
         fx_log(FX_LOG_ERROR, "events: cannot make the change event of request %.*s (route %s, key '%s'): out of "
@@ -552,7 +557,7 @@ static int ev_emit(fx_conn *c, int omitted)
     c->ticket = t;
     c->ev_state = EV_WAIT;
     c->ev_wait_ms = now_ms();
-    fx_events_submit(c->w->server->events, t);
+    fx_worker_submit_event(c->w, t);
     return 0;
 }
 
@@ -566,7 +571,7 @@ static void ev_response_head(fx_conn *c)
         if (t) {
             t->kind = FX_TICKET_DROPPED;
             t->worker = c->w;
-            fx_events_submit(c->w->server->events, t);
+            fx_worker_submit_event(c->w, t);
         }
         fx_log(FX_LOG_WARN, "events: spool full (when_full: drop): no event for request %.*s (route %s, key '%s')",
                (int)c->request_id.n, c->request_id.p, c->match.route->name, c->ev_key);
@@ -638,7 +643,8 @@ static void ev_timed_out(fx_conn *c)
     reject(c, 504,
            sync ? "the upstream made the change, but Kafka did not acknowledge its event in time; the event is "
                   "kept and will be delivered"
-                : "the upstream made the change, but its event could not be written to the spool in time",
+                : "the upstream made the change, but its event was not written to the spool in time; the "
+                  "gateway still holds it and produces it to Kafka",
            0);
 }
 

@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <openssl/rand.h>
 #include <sys/eventfd.h>
 #include <sys/random.h>
 #include <unistd.h>
@@ -65,6 +66,41 @@ const char *fx_worker_date(fx_worker *w)
 void fx_worker_request_id(fx_worker *w, char out[33])
 {
     fx_log_id(w->rng, out);
+}
+
+/* The end of a loop turn: this turn's events go to the events thread together. */
+static void on_ev_flush(evutil_socket_t fd, short what, void *arg)
+{
+    fx_worker *w = arg;
+    if (w->ev_out)
+        fx_events_submit_chain(w->server->events, w->ev_out, w->ev_out_oldest);
+    w->ev_out = w->ev_out_oldest = NULL;
+}
+
+void fx_worker_submit_event(fx_worker *w, struct fx_event_ticket *t)
+{
+    t->next = w->ev_out;
+    if (!w->ev_out) {
+        w->ev_out_oldest = t;
+        event_active(w->ev_flush, EV_TIMEOUT, 0); /* after the callbacks already queued in this turn */
+    }
+    w->ev_out = t;
+}
+
+int fx_worker_random(fx_worker *w, unsigned char *out, size_t n)
+{
+    if (n > 64)
+        return -1;
+    if (w->rand_left < n) {
+        if (RAND_bytes(w->rand_pool, (int)sizeof(w->rand_pool)) != 1)
+            return -1;
+        w->rand_left = sizeof(w->rand_pool);
+    }
+    unsigned char *p = w->rand_pool + sizeof(w->rand_pool) - w->rand_left;
+    memcpy(out, p, n);
+    memset(p, 0, n); /* each byte is handed out once */
+    w->rand_left -= (unsigned)n;
+    return 0;
 }
 
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
@@ -213,6 +249,7 @@ static void *worker_main(void *arg)
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL); /* signals belong to the main thread */
     event_base_dispatch(w->base);
+    on_ev_flush(-1, 0, w); /* a loop stopped mid-turn: its events still go */
     fx_proxy_close_all(w);
     for (size_t i = 0; i < w->npools; i++)
         fx_pool_close_idle(w->pools[i]);
@@ -400,6 +437,8 @@ int fx_server_start(fx_server *s, fx_config *cfg, const char *config_path)
             rc = -1;
         else if (!(w->ctl_ev = event_new(w->base, w->ctl_fd, EV_READ | EV_PERSIST, on_ctl, w)) ||
                  event_add(w->ctl_ev, NULL) < 0)
+            rc = -1;
+        if (!(w->ev_flush = event_new(w->base, -1, 0, on_ev_flush, w)))
             rc = -1;
     }
     for (size_t k = 0; k < cfg->nlistens * s->nworkers; k++)
@@ -796,7 +835,9 @@ void fx_server_free(fx_server *s)
             if (w->thread)
                 pthread_join(w->thread, NULL);
             w->thread = 0;
-            fx_proxy_close_all(w);
+            fx_proxy_close_all(w); /* an event still being captured is handed over now */
+            if (s->events && w->ev_out)
+                on_ev_flush(-1, 0, w);
         }
     }
     if (s->events) {
@@ -827,6 +868,8 @@ void fx_server_free(fx_server *s)
             }
             if (w->ctl_ev)
                 event_free(w->ctl_ev);
+            if (w->ev_flush)
+                event_free(w->ev_flush);
             if (w->ctl_fd >= 0)
                 close(w->ctl_fd);
             if (w->base)

@@ -57,7 +57,12 @@ typedef struct fx_worker {
     fx_access_log access;         /* a copy of the server's sink (never owned here) */
     fx_access_log decisions;      /* the same for the decision log */
     fx_authn_worker authn;        /* verified-token cache and rejection counters */
+    unsigned char rand_pool[1024];/* CSPRNG output (RAND_bytes), handed out by fx_worker_random */
+    unsigned rand_left;           /* unused bytes at the end of rand_pool (0 at start: refill) */
     _Atomic(struct fx_event_ticket *) ev_returned; /* tickets back from the events thread (a stack) */
+    struct fx_event_ticket *ev_out, *ev_out_oldest; /* made this loop turn, newest first: handed over
+                                                     together at the end of the turn (ev_flush) */
+    struct event *ev_flush;
 } fx_worker;
 
 struct fx_admin;
@@ -118,5 +123,10 @@ static inline fx_config *fx_worker_config(fx_worker *w)
 const char *fx_worker_date(fx_worker *w);
 /* 32 lowercase hex characters + NUL. */
 void fx_worker_request_id(fx_worker *w, char out[33]);
+/* Hands an event ticket to the events thread at the end of this loop turn, together with the
+ * turn's other tickets (one push, one wake-up, one spool commit for all of them). */
+void fx_worker_submit_event(fx_worker *w, struct fx_event_ticket *t);
+/* n (≤ 64) bytes from a CSPRNG, drawn 1 KiB at a time (event ids). 0, or -1 if RAND_bytes failed. */
+int fx_worker_random(fx_worker *w, unsigned char *out, size_t n);
 
 #endif

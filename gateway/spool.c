@@ -424,6 +424,7 @@ struct fx_spool {
     uint64_t disk;      /* sum of the segments' good lengths */
     bool dir_dirty;     /* a file was created or deleted since the directory was synced */
     uint64_t bytes_now; /* fx_spool_bytes_now: __atomic relaxed */
+    uint64_t segment_bytes; /* rotation size (fx_spool_set_segment_bytes) */
 };
 
 static void *grow(void *p, size_t *cap, size_t need, size_t elem)
@@ -601,7 +602,16 @@ static size_t newest_pending(fx_spool *s)
 static bool must_rotate(fx_spool *s, size_t size)
 {
     uint64_t used = newest(s)->size + newest_pending(s);
-    return used > 0 && used + size > FX_SPOOL_SEGMENT_BYTES;
+    return used > 0 && used + size > s->segment_bytes;
+}
+
+void fx_spool_set_segment_bytes(fx_spool *s, uint64_t bytes)
+{
+    if (bytes < FX_SPOOL_MIN_SEGMENT_BYTES)
+        bytes = FX_SPOOL_MIN_SEGMENT_BYTES;
+    if (bytes > FX_SPOOL_SEGMENT_BYTES)
+        bytes = FX_SPOOL_SEGMENT_BYTES;
+    s->segment_bytes = bytes;
 }
 
 /* Room for size more bytes, a chunk and a segment, so that buffer_take cannot fail. */
@@ -1201,6 +1211,8 @@ fx_spool *fx_spool_open(const char *dir, fx_spool_undone_fn undone, fx_spool_dam
                         char *err, size_t errlen)
 {
     fx_spool *s = calloc(1, sizeof(*s));
+    if (s)
+        s->segment_bytes = FX_SPOOL_SEGMENT_BYTES;
     if (!s || !(s->dir = strdup(dir))) {
         free(s);
         fail(err, errlen, "spool %s: out of memory", dir);

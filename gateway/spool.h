@@ -63,6 +63,7 @@
 #include <stdint.h>
 
 #define FX_SPOOL_SEGMENT_BYTES (16u * 1024 * 1024)
+#define FX_SPOOL_MIN_SEGMENT_BYTES (64u * 1024)
 /* Longest topic (Kafka's limit), key and value a record may hold. */
 #define FX_SPOOL_MAX_TOPIC 249
 #define FX_SPOOL_MAX_KEY (64u * 1024)
@@ -126,6 +127,15 @@ int fx_spool_commit(fx_spool *s, char *err, size_t errlen);
  * is not counted in fx_spool_bytes). The caller marks it done afterwards. 0, or
  * -1 with err set (a failed write is cut back, the file holds whole records). */
 int fx_spool_quarantine(fx_spool *s, const fx_spool_event *ev, const char *reason, char *err, size_t errlen);
+
+/*
+ * The size past which appends start a new segment (default and maximum
+ * FX_SPOOL_SEGMENT_BYTES, at least FX_SPOOL_MIN_SEGMENT_BYTES). A spool bounded
+ * to B bytes should rotate at a fraction of B: the newest segment is deleted
+ * only after it was rotated away, so under steady traffic the spool holds up
+ * to about two segments even when Kafka keeps up.
+ */
+void fx_spool_set_segment_bytes(fx_spool *s, uint64_t bytes);
 
 /* Bytes on disk plus buffered (events thread). */
 uint64_t fx_spool_bytes(const fx_spool *s);

@@ -731,6 +731,38 @@ START_TEST(test_rotation_and_deletion)
 }
 END_TEST
 
+/* A spool bounded to a few MiB rotates at a fraction of its bound (events.c: spool_max_bytes / 8),
+ * and the size is clamped to [FX_SPOOL_MIN_SEGMENT_BYTES, FX_SPOOL_SEGMENT_BYTES]. */
+START_TEST(test_segment_size)
+{
+    char dir[256];
+    collector c = {0};
+    segfile f[64];
+    make_tmpdir(dir, NULL);
+    fx_spool *s = open_ok(dir, &c);
+    fx_spool_set_segment_bytes(s, 100 * 1024);
+    append_small(s, 1, 400, 1000); /* 400 records of ~1 KiB: 4 segments of at most 100 KiB */
+    size_t n = list_segs(dir, f, 64);
+    ck_assert_uint_ge(n, 4);
+    for (size_t i = 0; i + 1 < n; i++)
+        ck_assert_uint_le(f[i].size, 100 * 1024);
+    /* all done: everything but an empty newest segment goes */
+    for (uint64_t q = 1; q <= 400; q++)
+        fx_spool_done(s, q);
+    commit_ok(s);
+    ck_assert_uint_le(fx_spool_bytes(s), 100 * 1024);
+    /* below the minimum: clamped (a 1-byte segment per record would be absurd) */
+    fx_spool_set_segment_bytes(s, 1);
+    append_small(s, 401, 500, 1000);
+    n = list_segs(dir, f, 64);
+    for (size_t i = 0; i + 1 < n; i++)
+        ck_assert_uint_ge(f[i].size + 1100, FX_SPOOL_MIN_SEGMENT_BYTES);
+    fx_spool_close(s);
+    collector_free(&c);
+    rm_rf(dir);
+}
+END_TEST
+
 START_TEST(test_bytes)
 {
     char dir[256];
@@ -1226,6 +1258,7 @@ static Suite *spool_suite(void)
     tcase_add_test(tc, test_crash);
     tcase_add_test(tc, test_done_across_segments);
     tcase_add_test(tc, test_rotation_and_deletion);
+    tcase_add_test(tc, test_segment_size);
     tcase_add_test(tc, test_bytes);
     tcase_add_test(tc, test_truncated_tail);
     tcase_add_test(tc, test_flipped_bit);
