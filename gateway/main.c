@@ -4,13 +4,15 @@
  *   ficus serve [-c FILE]     run the gateway (default config/ficus.yaml)
  *   ficus check [-c FILE]     validate; errors as FILE:LINE:COL: error: MESSAGE
  *   ficus policy test|eval    policy tests and explain (policy_cmd.c)
+ *   ficus token               mint a token (dev and tests)
+ *   ficus devbroker           a Kafka-protocol broker in memory for dev and tests (devbroker.c)
  *   ficus version             version and the libraries it runs on
  *
  * Exit codes: 0 ok, 1 invalid config or failed start, 2 usage error.
  */
 #include <event2/event.h>
-#include <openssl/crypto.h>
 #include <errno.h>
+#include <librdkafka/rdkafka.h>
 #include <openssl/crypto.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -141,6 +143,7 @@ static int cmd_version(void)
            LLHTTP_VERSION_PATCH);
     printf("  %s\n", OpenSSL_version(OPENSSL_VERSION));
     printf("  libyaml %s\n", yaml_get_version_string());
+    printf("  librdkafka %s\n", rd_kafka_version_str());
     return 0;
 }
 

@@ -68,7 +68,7 @@ class CliTest(fxtest.FxTestCase):
         self.assertClean(p)
         out = p.stdout
         self.assertIn(project_version(), out)
-        for lib in ("libevent", "llhttp", "OpenSSL", "libyaml"):
+        for lib in ("libevent", "llhttp", "OpenSSL", "libyaml", "librdkafka"):
             self.assertRegex(out, rf"(?i){lib}\D{{0,20}}\d+\.\d+", f"no {lib} version in:\n{out}")
 
     def test_check_valid(self):
