@@ -711,6 +711,7 @@ static void take_inbox(fx_events *ev)
             ev->spool_dirty = 0;
         }
     }
+    publish_gauges(ev); /* before the tickets go back: their events count as undone from now */
     for (fx_event_ticket *t = async_back, *next; t; t = next) {
         next = t->next;
         ticket_return(t, spool_failed, spool_failed ? "the event could not be written to the spool" : NULL);
