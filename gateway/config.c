@@ -3151,6 +3151,7 @@ static void build_events(cx *c, const ynode *n)
         return;
     e->spool_max_bytes = MIB * 1024;
     e->max_data_bytes = MIB;
+    e->max_message_bytes = 1000000; /* librdkafka's default message.max.bytes */
     const ynode *v;
     const char *s;
     if ((v = require(c, n, path, "brokers")) && (s = get_nonempty(c, v, "events.brokers"))) {
@@ -3215,6 +3216,8 @@ static void build_events(cx *c, const ynode *n)
                 } else if (sv && ok) {
                     e->kafka[i].key = cx_strdup(c, k->s);
                     e->kafka[i].value = cx_strdup(c, sv);
+                    if (!strcmp(k->s, "message.max.bytes"))
+                        e->max_message_bytes = strtoull(sv, NULL, 10); /* librdkafka checked the number */
                 }
             }
         }

@@ -246,6 +246,7 @@ typedef struct fx_events_conf {
     size_t max_data_bytes;        /* bound of a captured body; default 1 MiB */
     fx_kv *kafka;                 /* passed to librdkafka as is */
     size_t nkafka;
+    size_t max_message_bytes;     /* the producer's message.max.bytes (kafka, else librdkafka's 1000000) */
 } fx_events_conf;
 
 /* --- the snapshot ---------------------------------------------------------- */

@@ -457,7 +457,7 @@ static void fail_permanently(fx_events *ev, pend *p, rd_kafka_resp_err_t err)
 
 static void produce_backlog(fx_events *ev)
 {
-    while (ev->backlog.head && !ev->need_recreate) {
+    while (ev->rk && ev->backlog.head && !ev->need_recreate) {
         pend *p = ev->backlog.head;
         rd_kafka_resp_err_t err;
         if (p->orig_topic) {
@@ -481,10 +481,22 @@ static void produce_backlog(fx_events *ev)
         } else if (permanent_reason(err) >= 0) {
             fail_permanently(ev, p, err);
         } else {
-            /* _FATAL or _STATE: the producer is unusable until replaced */
+            /* _FATAL: the producer is unusable until replaced; anything else: tried again at the tick */
             pl_insert_ordered(&ev->backlog, p);
-            if (err == RD_KAFKA_RESP_ERR__FATAL)
+            if (err == RD_KAFKA_RESP_ERR__FATAL) {
                 ev->need_recreate = 1;
+            } else {
+                char msg[256];
+                snprintf(msg, sizeof(msg), "produce: %s: %s", rd_kafka_err2name(err), rd_kafka_err2str(err));
+                atomic_fetch_add(&ev->producer_errors, 1);
+                set_last_error(ev, msg);
+                uint64_t now = mono_ms();
+                if (err != ev->last_err_code || now - ev->last_err_ms > 10000) {
+                    fx_log(FX_LOG_WARN, "events: %s (the events wait and are tried again)", msg);
+                    ev->last_err_code = err;
+                    ev->last_err_ms = now;
+                }
+            }
             break;
         }
     }
@@ -597,7 +609,7 @@ static rd_kafka_t *producer_new(fx_events *ev, char *err, size_t errlen)
 /* Polls librdkafka until its queue is empty (delivery reports, errors). */
 static void poll_producer(fx_events *ev)
 {
-    while (rd_kafka_poll(ev->rk, 0) > 0)
+    while (ev->rk && rd_kafka_poll(ev->rk, 0) > 0)
         ;
 }
 
@@ -608,16 +620,18 @@ static void poll_producer(fx_events *ev)
  */
 static void recreate_producer(fx_events *ev)
 {
-    char reason[512] = "";
-    rd_kafka_resp_err_t code = rd_kafka_fatal_error(ev->rk, reason, sizeof(reason));
-    fx_log(FX_LOG_ERROR, "events: producer fatal error %s: %s; replacing the producer (%zu events in flight go "
-                         "again)",
-           rd_kafka_err2name(code), reason, ev->inflight.n);
-    rd_kafka_purge(ev->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT | RD_KAFKA_PURGE_F_NON_BLOCKING);
-    poll_producer(ev);
-    rd_kafka_t *old = ev->rk;
-    ev->rk = NULL;
-    rd_kafka_destroy(old);
+    if (ev->rk) { /* NULL: an earlier replacement could not create the new producer */
+        char reason[512] = "";
+        rd_kafka_resp_err_t code = rd_kafka_fatal_error(ev->rk, reason, sizeof(reason));
+        fx_log(FX_LOG_ERROR, "events: producer fatal error %s: %s; replacing the producer (%zu events in flight "
+                             "go again)",
+               rd_kafka_err2name(code), reason, ev->inflight.n);
+        rd_kafka_purge(ev->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT | RD_KAFKA_PURGE_F_NON_BLOCKING);
+        poll_producer(ev);
+        rd_kafka_t *old = ev->rk;
+        ev->rk = NULL;
+        rd_kafka_destroy(old);
+    }
     /* whatever did not come back as a delivery report goes again too */
     while (ev->inflight.head) {
         pend *p = ev->inflight.head;
@@ -1091,9 +1105,11 @@ void fx_events_metrics(fx_events *ev, struct evbuffer *b)
 
 static void json_string(struct evbuffer *b, const char *s)
 {
-    char buf[600];
-    size_t n = fx_json_escape(buf, sizeof(buf), s, strlen(s));
-    evbuffer_add_printf(b, "\"%.*s\"", (int)(n < sizeof(buf) ? n : 0), buf);
+    size_t len = strlen(s), cap = len * 6 + 1; /* the longest escape of a byte is \u00XX */
+    char *buf = malloc(cap);
+    size_t n = buf ? fx_json_escape(buf, cap, s, len) : 0;
+    evbuffer_add_printf(b, "\"%.*s\"", (int)(n < cap ? n : 0), buf ? buf : "");
+    free(buf);
 }
 
 void fx_events_admin_json(fx_events *ev, const fx_events_conf *conf, struct evbuffer *b)

@@ -243,6 +243,8 @@ static void access_log(fx_conn *c);
  * stay open (only when nothing of the request is left unread).
  */
 static void ev_detach(fx_conn *c);
+static int ev_emit(fx_conn *c, int omitted);
+static void ev_flush_held(fx_conn *c);
 
 static void send_problem_with(fx_conn *c, int status, const char *detail, int keep,
                               const char *extra_headers)
@@ -294,7 +296,16 @@ static void send_problem(fx_conn *c, int status, const char *detail, int keep)
 static void reject(fx_conn *c, int status, const char *detail, int keep)
 {
     if (c->resp_started) {
-        /* too late for a status: the client sees a truncated response */
+        /* too late for a status: the client sees a truncated response (with what was held for an
+         * event: its event still goes out, marked incomplete if its body was being captured) */
+        if (holding(c)) {
+            if (c->ev_state == EV_CAPTURE)
+                ev_emit(c, FX_CE_DATA_INCOMPLETE);
+            ev_flush_held(c);
+            if (c->ticket)
+                c->ticket->owner = NULL;
+            c->ticket = NULL;
+        }
         c->close_after = 1;
         c->resp_done = 1;
         c->status = c->status ? c->status : status;
@@ -501,6 +512,15 @@ static int ev_capturing_response(const fx_conn *c)
     return c->ev_state == EV_CAPTURE && c->ev->data == FX_EVENT_DATA_RESPONSE;
 }
 
+/* The held response goes to the client as it is, and stops being held. */
+static void ev_flush_held(fx_conn *c)
+{
+    c->ev_state = EV_DONE;
+    if (c->held && evbuffer_get_length(c->held))
+        evbuffer_add_buffer(c->sock->out, c->held);
+    flush_client(c);
+}
+
 /*
  * Makes the event and hands it over; the client's response stays held until
  * the ticket is back. -1 (logged) when it could not be made: then nothing
@@ -547,8 +567,25 @@ static int ev_emit(fx_conn *c, int omitted)
         fx_log(FX_LOG_ERROR, "events: cannot make the change event of request %.*s (route %s, key '%s'): out of "
                              "memory or no randomness; the event is lost",
                (int)c->request_id.n, c->request_id.p, c->match.route->name, c->ev_key);
-        c->ev_state = EV_DONE;
+        ev_flush_held(c); /* nothing to wait for: what was held goes out */
         return -1;
+    }
+    if (vlen + c->ev_key_len + 256 > c->cfg->events->max_message_bytes && in.has_data &&
+        in.omitted == FX_CE_DATA_COMPLETE) {
+        /* larger than the producer may send (message.max.bytes): it would only be dead-lettered;
+         * the event goes without its data instead, and says so */
+        fx_event_ticket_free(t);
+        t = NULL;
+        value = NULL;
+        in.omitted = FX_CE_DATA_TOO_LARGE;
+        if (fx_ce_build(&in, &value, &vlen) < 0 ||
+            !(t = fx_event_ticket_new(e->topic, c->ev_key, c->ev_key_len, value, vlen))) {
+            free(value);
+            fx_log(FX_LOG_ERROR, "events: out of memory making the change event of request %.*s; the event is lost",
+                   (int)c->request_id.n, c->request_id.p);
+            ev_flush_held(c);
+            return -1;
+        }
     }
     t->worker = c->w;
     t->owner = c;
@@ -596,10 +633,8 @@ static void ev_response_head(fx_conn *c)
 /* The ticket is back (or will never matter): the held response goes to the client. */
 static void ev_release(fx_conn *c)
 {
-    c->ev_state = EV_DONE;
-    if (c->held && evbuffer_get_length(c->held))
-        evbuffer_add_buffer(c->sock->out, c->held);
-    flush_client(c);
+    ev_flush_held(c);
+    c->last_activity_ms = now_ms(); /* the wait was ours, not the client's */
     if (c->ev_finish) {
         c->ev_finish = 0;
         finish_request(c);
@@ -1040,8 +1075,8 @@ static void request_body_done(fx_conn *c)
 
 static void pump_request_body(fx_conn *c)
 {
-    if (c->req_done)
-        return;
+    if (c->req_done || c->resp_done)
+        return; /* after the response, body bytes have nowhere to go (the connection closes) */
     struct evbuffer *in = c->sock->in;
     struct evbuffer *out = body_sink(c);
     size_t avail = evbuffer_get_length(in);
@@ -1123,8 +1158,18 @@ static void response_complete(fx_conn *c)
         ev_emit(c, FX_CE_DATA_COMPLETE);
     if (holding(c)) {
         /* the upstream is done: back to its pool now; the client waits for the event's ticket */
-        if (c->req_done)
+        if (c->req_done) {
             release_upstream(c);
+        } else {
+            /* answered before the request body was read: the rest of the body is not forwarded
+             * anywhere (never to a new upstream connection), and this connection ends with the answer */
+            if (c->up) {
+                fx_upconn_free(c->up);
+                c->up = NULL;
+            }
+            c->close_after = 1;
+            fx_sock_read_disable(c->sock);
+        }
         c->ev_finish = 1;
         return;
     }
@@ -1660,6 +1705,7 @@ static void on_client_event(fx_sock *s, int what, void *arg)
 static void on_up_read(fx_sock *s, void *arg)
 {
     fx_conn *c = arg;
+    c->last_activity_ms = now_ms();
     pump_response(c);
 }
 

@@ -760,6 +760,9 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     }
     m->stopping = 1;
     atomic_store(&s->draining, 1);
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    s->drain_started_ms = (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
     fx_config *cfg = fx_server_config(s);
     uint64_t ms = cfg->limits.drain_timeout_ms;
     fx_config_unref(cfg);
@@ -844,7 +847,15 @@ void fx_server_free(fx_server *s)
         /* after the workers: every event they made is in its inbox; what Kafka does not acknowledge
          * within the drain period stays in the spool for the next start */
         fx_config *c = atomic_load(&s->cfg);
-        fx_events_stop(s->events, c ? c->limits.drain_timeout_ms : 5000);
+        uint64_t grace = c ? c->limits.drain_timeout_ms : 5000;
+        if (s->drain_started_ms) {
+            /* what is left of the drain period (at least a second to flush what is ready) */
+            struct timespec now;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            uint64_t spent = (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000 - s->drain_started_ms;
+            grace = spent + 1000 < grace ? grace - spent : 1000;
+        }
+        fx_events_stop(s->events, grace);
         s->events = NULL;
     }
     if (s->workers) {

@@ -92,6 +92,7 @@ struct fx_server {
     struct fx_admin *admin;
     struct fx_jwks *jwks;         /* jwks_uri fetcher (main thread); its bell is rung by workers */
     int watch;                    /* --watch: reload when the file changes */
+    uint64_t drain_started_ms;    /* CLOCK_MONOTONIC ms of the SIGTERM/SIGINT that began the drain; 0: none */
     struct fx_events *events;     /* the events thread, when the config has `events` (started at start or
                                      at the first reload that adds the section) */
 };

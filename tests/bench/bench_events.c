@@ -11,7 +11,6 @@
  * The spool lives in a fresh directory under $TMPDIR (or /tmp), removed at
  * the end. Target (issue 6): at least 100,000 events/s.
  */
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +21,7 @@
 #include "events.h"
 #include "log.h"
 #include "server.h"
+#include "../unit/tmpdir.h"
 
 static double now_s(void)
 {
@@ -41,21 +41,6 @@ static size_t drain_returned(fx_worker *w)
     return n;
 }
 
-static void remove_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        char path[4096];
-        while ((e = readdir(d)))
-            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-                snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-                unlink(path);
-            }
-        closedir(d);
-    }
-    rmdir(dir);
-}
 
 int main(int argc, char **argv)
 {
@@ -82,7 +67,7 @@ int main(int argc, char **argv)
     fx_events *ev = fx_events_start(&conf, err, sizeof(err));
     if (!ev) {
         fprintf(stderr, "bench_events: %s\n", err);
-        remove_dir(dir);
+        fx_test_rm_rf(dir);
         return 1;
     }
     /* a worker as far as tickets are concerned: its mailbox is polled here */
@@ -149,8 +134,7 @@ int main(int argc, char **argv)
     back += drain_returned(&w);
     free(proto);
     close(w.ctl_fd);
-    remove_dir(spool);
-    remove_dir(dir);
+    fx_test_rm_rf(dir);
     if (published < (uint64_t)n) {
         fprintf(stderr, "bench_events: only %llu of %ld events acknowledged within 120 s\n",
                 (unsigned long long)published, n);

@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "spool.h"
+#include "../unit/tmpdir.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -226,25 +227,12 @@ static void outcome_free(outcome *o)
     o->nev = 0;
 }
 
-static void clear_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    CHECK(d != NULL);
-    struct dirent *e;
-    char p[512];
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-            snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
-            unlink(p);
-        }
-    closedir(d);
-}
 
 static char work[256];
 
 static void remove_work_dir(void)
 {
-    clear_dir(work);
+    CHECK(fx_test_clear_dir(work) == 0);
     rmdir(work);
 }
 
@@ -290,7 +278,7 @@ static void recover(const unsigned char *buf, size_t len, const outcome *want)
     static outcome got, again;
     const char *dir = work_dir();
     char path[512];
-    clear_dir(dir);
+    CHECK(fx_test_clear_dir(dir) == 0);
     snprintf(path, sizeof(path), "%s/seg-0000000000000001.log", dir);
     FILE *f = fopen(path, "wb");
     CHECK(f != NULL);

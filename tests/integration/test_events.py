@@ -33,6 +33,13 @@ ISS = "https://id.events.test"
 AUD = "ficus-events-tests"
 UUID7_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+# two routes publishing to two topics (a failure on one must not hold up the other)
+TWO_TOPICS = [
+    {"name": "docs", "match": {"path": "/docs/{id}"}, "upstream": "up", "auth": "none",
+     "events": {"topic": "docs", "type": "doc.changed", "key": "{id}"}},
+    {"name": "other", "match": {"path": "/other/{id}"}, "upstream": "up", "auth": "none",
+     "events": {"topic": "other", "type": "o.changed", "key": "{id}"}},
+]
 ORDER = ["specversion", "id", "source", "type", "subject", "partitionkey", "time", "datacontenttype", "data",
          "data_base64", "ficusrequestid", "ficusactor", "ficusmethod", "ficusstatus", "ficusdataomitted"]
 
@@ -561,12 +568,7 @@ class EventsTest(fxtest.FxTestCase):
 
     def test_permanent_failure_goes_to_the_dead_letter_topic(self):
         db = self.broker()
-        routes = [
-            {"name": "docs", "match": {"path": "/docs/{id}"}, "upstream": "up", "auth": "none",
-             "events": {"topic": "docs", "type": "doc.changed", "key": "{id}"}},
-            {"name": "other", "match": {"path": "/other/{id}"}, "upstream": "up", "auth": "none",
-             "events": {"topic": "other", "type": "o.changed", "key": "{id}"}},
-        ]
+        routes = TWO_TOPICS
         gw = self.gateway(self.config(db.bootstrap, routes=routes, dead_letter_topic="ficus-dlq"))
         # the broker refuses the next produce request as a topic authorization failure
         self.assertTrue(db.command("request-errors Produce 1 TOPIC_AUTHORIZATION_FAILED").startswith("ok"))
@@ -589,12 +591,7 @@ class EventsTest(fxtest.FxTestCase):
 
     def test_permanent_failure_without_dead_letter_topic_is_quarantined(self):
         db = self.broker()
-        routes = [
-            {"name": "docs", "match": {"path": "/docs/{id}"}, "upstream": "up", "auth": "none",
-             "events": {"topic": "docs", "type": "doc.changed", "key": "{id}"}},
-            {"name": "other", "match": {"path": "/other/{id}"}, "upstream": "up", "auth": "none",
-             "events": {"topic": "other", "type": "o.changed", "key": "{id}"}},
-        ]
+        routes = TWO_TOPICS
         gw = self.gateway(self.config(db.bootstrap, routes=routes))
         self.assertTrue(db.command("request-errors Produce 1 MSG_SIZE_TOO_LARGE").startswith("ok"))
         r = self.put(gw, "/docs/1", {"v": 1})
@@ -645,3 +642,51 @@ class EventsTest(fxtest.FxTestCase):
         self.assertTrue(set(sent) <= got, f"missing after the fatal error: {set(sent) - got}")
         self.assertIn("producer fatal error", gw.proc.stderr())
         wait_for(self, lambda: metric(self.metrics(gw), "ficus_events_spooled") == 0, 20, "nothing left undone")
+
+    def test_an_event_larger_than_a_kafka_message_goes_without_its_data(self):
+        db = self.broker()
+        gw = self.gateway(self.config(db.bootstrap, max_data_bytes="64KiB",
+                                      kafka={"message.max.bytes": "4000"}))
+        small, big = {"s": "x" * 100}, {"b": "y" * 5000}
+        self.assertEqual(self.put(gw, "/docs/1", small).status, 200)
+        r = self.put(gw, "/docs/2", big)
+        self.assertEqual(r.status, 200)
+        self.assertEqual(json.loads(r.body), big, "the client still gets the whole body")
+        ev = {m["key"]: m["event"] for m in self.consume(db.bootstrap, "docs", 2)}
+        self.assertEqual(ev["1"]["data"], small)
+        self.assertNotIn("data", ev["2"])
+        self.assertEqual(ev["2"]["ficusdataomitted"], "too_large")
+        self.assertIsNone(metric(self.metrics(gw), "ficus_events_quarantined_total") or None,
+                          "not dead-lettered: it fits without its data")
+
+    def test_an_early_answer_ends_the_request_body_and_is_never_sent_twice(self):
+        db = self.broker()
+        # the upstream answers 200 without reading the body, then closes its connection
+        up = self.scripted([("sleep", 0.1),
+                            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n"
+                            b"Connection: close\r\n\r\n{\"ok\":true}", ("sleep", 0.2), "close"], read_first=False)
+        cfg = self.config(db.bootstrap, delivery="sync")
+        cfg["upstreams"]["up"]["targets"] = [up.address]
+        gw = self.gateway(cfg)
+        # Kafka down: the answer is held (sync) while the upstream has gone and the client keeps sending
+        db.down()
+        c = self.client(gw.port)
+        c.send(fxtest.build_request("PUT", "/docs/5", headers=[("Content-Type", "application/octet-stream"),
+                                                                ("Content-Length", str(8 << 20))]))
+        # part of the body, slowly (so that no buffer fills and pauses the reading), while the answer
+        # is held and after the upstream has gone
+        deadline = time.monotonic() + 2.0
+        try:
+            while time.monotonic() < deadline:
+                c.send(b"z" * 16384)
+                time.sleep(0.1)
+        except OSError:
+            pass
+        db.up()
+        r = c.read_response(timeout=20)
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.body, b'{"ok":true}')
+        (m,) = self.consume(db.bootstrap, "docs", 1)
+        self.assertEqual(m["event"]["data"], {"ok": True})
+        time.sleep(0.5)
+        self.assertEqual(up.connections, 1, "the rest of the body was never forwarded on a new connection")

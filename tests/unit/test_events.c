@@ -43,6 +43,7 @@
 #include "log.h"
 #include "server.h"
 #include "spool.h"
+#include "tmpdir.h"
 
 #define WAIT_MS 20000
 #define TOPIC "documents"
@@ -57,19 +58,7 @@ static uint64_t mono_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
 
-static void rm_rf(const char *dir)
-{
-    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 /* What came back to the worker: how often each ticket number, how many failed, the last reason. */
 typedef struct returned {
@@ -190,7 +179,7 @@ static void fixture_done(fixture *f)
     fx_devbroker_stop(f->broker);
     close(f->w->ctl_fd);
     free(f->w);
-    rm_rf(f->dir);
+    fx_test_rm_rf(f->dir);
 }
 
 /* Ticket number id for TOPIC, key k<id % nkeys>, value a small CloudEvent carrying seq id. */
@@ -740,6 +729,6 @@ int main(void)
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
-    rm_rf(suite_root);
+    fx_test_rm_rf(suite_root);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

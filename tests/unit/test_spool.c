@@ -37,22 +37,11 @@
 #include <unistd.h>
 
 #include "spool.h"
+#include "tmpdir.h"
 
 /* ---- helpers --------------------------------------------------------------------- */
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
 
-static void rm_rf(const char *dir)
-{
-    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 static void make_tmpdir(char out[256], const char *root)
 {
@@ -65,20 +54,6 @@ static void make_tmpdir(char out[256], const char *root)
     ck_assert_msg(mkdtemp(out) != NULL, "mkdtemp %s: %s", out, strerror(errno));
 }
 
-/* Empties dir but keeps it. */
-static void clear_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    ck_assert(d != NULL);
-    struct dirent *e;
-    char p[512];
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-            snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
-            unlink(p);
-        }
-    closedir(d);
-}
 
 typedef struct got_event {
     uint64_t seq, created_ms;
@@ -290,7 +265,7 @@ static unsigned char *three_events(const char *dir, char name[64], size_t *len, 
 static void only_segment(const char *dir, const char *name, const void *b, size_t len)
 {
     char p[512];
-    clear_dir(dir);
+    ck_assert(fx_test_clear_dir(dir) == 0);
     snprintf(p, sizeof(p), "%s/%s", dir, name);
     write_all(p, b, len);
 }
@@ -413,7 +388,7 @@ START_TEST(test_decode_table)
     ck_assert_msg(why && !strcmp(why, dc->why), "%s: why '%s', want '%s'", dc->name, why ? why : "(null)", dc->why);
     free(r);
     free(seg);
-    rm_rf(dir);
+    fx_test_rm_rf(dir);
 }
 END_TEST
 
@@ -491,7 +466,7 @@ START_TEST(test_decode_records)
     fx_spool_close(s);
     free(seg);
     collector_free(&c);
-    rm_rf(dir);
+    fx_test_rm_rf(dir);
 }
 END_TEST
 
@@ -531,7 +506,7 @@ START_TEST(test_round_trip)
     assert_event(&c.ev[3], 4, "audit", "k", "v");
     fx_spool_close(s);
     collector_free(&c);
-    rm_rf(dir);
+    fx_test_rm_rf(dir);
 }
 END_TEST
 
@@ -572,7 +547,7 @@ START_TEST(test_done_marks)
     assert_seqs(&c, want2, 2);
     fx_spool_close(s);
     collector_free(&c);
-    rm_rf(dir);
+    fx_test_rm_rf(dir);
 }
 END_TEST
 
@@ -620,7 +595,7 @@ START_TEST(test_crash)
     ck_assert_uint_eq(append_ok(s, mkev("t", "k", "v", 1)), 11);
     fx_spool_close(s);
     collector_free(&c);
-    rm_rf(dir);
+    fx_test_rm_rf(dir);
 }
 END_TEST
 
@@ -680,7 +655,7 @@ START_TEST(test_done_across_segments)
     fx_spool_close(s);
     free(value);
     collector_free(&c);
-    rm_rf(dir);
+    fx_test_rm_rf(dir);
 }
 END_TEST
 
@@ -727,7 +702,7 @@ START_TEST(test_rotation_and_deletion)
     fx_spool_close(s);
     free(value);
     collector_free(&c);
-    rm_rf(dir);
+    fx_test_rm_rf(dir);
 }
 END_TEST
 
@@ -759,7 +734,7 @@ START_TEST(test_segment_size)
         ck_assert_uint_ge(f[i].size + 1100, FX_SPOOL_MIN_SEGMENT_BYTES);
     fx_spool_close(s);
     collector_free(&c);
-    rm_rf(dir);
+    fx_test_rm_rf(dir);
 }
 END_TEST
 
@@ -792,7 +767,7 @@ START_TEST(test_bytes)
     ck_assert_uint_eq(fx_spool_bytes(s), 0); /* the done segment deleted, a new empty one */
     fx_spool_close(s);
     collector_free(&c);
-    rm_rf(dir);
+    fx_test_rm_rf(dir);
 }
 END_TEST
 
@@ -839,7 +814,7 @@ START_TEST(test_truncated_tail)
     }
     free(seg);
     collector_free(&c);
-    rm_rf(dir);
+    fx_test_rm_rf(dir);
 }
 END_TEST
 
@@ -871,7 +846,7 @@ START_TEST(test_flipped_bit)
     free(copy);
     free(seg);
     collector_free(&c);
-    rm_rf(dir);
+    fx_test_rm_rf(dir);
 }
 END_TEST
 
@@ -927,7 +902,7 @@ START_TEST(test_garbage_between)
     free(b);
     free(seg);
     collector_free(&c);
-    rm_rf(dir);
+    fx_test_rm_rf(dir);
 }
 END_TEST
 
@@ -974,7 +949,7 @@ START_TEST(test_repeated_record)
     free(b);
     free(seg);
     collector_free(&c);
-    rm_rf(dir);
+    fx_test_rm_rf(dir);
 }
 END_TEST
 
@@ -995,7 +970,7 @@ START_TEST(test_lock)
     ck_assert_msg(t != NULL, "%s", err);
     fx_spool_close(t);
     collector_free(&c);
-    rm_rf(dir);
+    fx_test_rm_rf(dir);
 }
 END_TEST
 
@@ -1014,7 +989,7 @@ START_TEST(test_unusable_dir)
     struct stat st;
     ck_assert(stat(sub, &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 0777) == 0700);
     fx_spool_close(s);
-    rm_rf(dir);
+    fx_test_rm_rf(dir);
 }
 END_TEST
 
@@ -1061,7 +1036,7 @@ START_TEST(test_limits)
     free(topic);
     free(key);
     collector_free(&c);
-    rm_rf(dir);
+    fx_test_rm_rf(dir);
 }
 END_TEST
 
@@ -1108,7 +1083,7 @@ START_TEST(test_quarantine)
     ck_assert_uint_eq(c.ndmg, 0);
     fx_spool_close(s);
     collector_free(&c);
-    rm_rf(dir);
+    fx_test_rm_rf(dir);
 }
 END_TEST
 
@@ -1179,7 +1154,7 @@ START_TEST(test_commit_failure)
     ck_assert_uint_eq(c.ev[13].value_len, 699);
     fx_spool_close(s);
     collector_free(&c);
-    rm_rf(dir);
+    fx_test_rm_rf(dir);
 }
 END_TEST
 
@@ -1226,7 +1201,7 @@ static double throughput(const char *root, int nevents)
     double dt = now_s() - t0;
     fx_spool_close(s);
     collector_free(&c);
-    rm_rf(dir);
+    fx_test_rm_rf(dir);
     return nevents / dt;
 }
 
