@@ -6,6 +6,8 @@
  *                                       parsed by the same strict codec as client traffic
  *   handle                              the endpoint table
  *   metrics_text, config_json           the documents it serves (and /admin/events: events.c)
+ *   request_metrics, routes_json,       per-route and per-upstream request figures: every
+ *   upstreams_json                      worker's counters summed here (stats.h)
  *
  * Admin traffic is small and rare: responses are built in memory with
  * evbuffer_add_printf and the connection is served from the main thread.
@@ -32,6 +34,7 @@
 #include "jwks.h"
 #include "log.h"
 #include "sock.h"
+#include "stats.h"
 
 #define ADMIN_MAX_HEAD (16 * 1024)
 #define ADMIN_MAX_BODY (1024 * 1024)
@@ -126,6 +129,99 @@ static void iso_time(time_t t, char out[32])
 
 /* ---- documents ------------------------------------------------------------------------------ */
 
+#define ADD_LIT(b, lit) evbuffer_add((b), (lit), sizeof(lit) - 1)
+
+static uint64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* Every worker's request metrics, summed now. Out of memory leaves them partial (and logged). */
+static void stats_sums(fx_server *s, fx_stats_sums *out)
+{
+    fx_stats_collect_begin(out, mono_us());
+    for (unsigned i = 0; s->workers && i < s->nworkers; i++)
+        if (fx_stats_collect(out, &s->workers[i].stats) < 0) {
+            fx_log(FX_LOG_ERROR, "admin: out of memory summing request metrics; the figures are partial");
+            break;
+        }
+    fx_stats_collect_done(out);
+}
+
+/* A route or upstream name as a label value or JSON string; NULL is FX_STATS_NONE. Names are
+ * [A-Za-z0-9_.-] (config.c), so JSON and Prometheus escaping agree. */
+static void name_str(struct evbuffer *b, const char *name)
+{
+    json_str(b, name ? name : FX_STATS_NONE);
+}
+
+static void request_metrics(const fx_stats_sums *st, const fx_config *cfg, struct evbuffer *b)
+{
+    evbuffer_add_printf(b, "# HELP ficus_requests_total Requests answered, by route, the upstream they were "
+                           "forwarded to, and the status code sent to the client (" FX_STATS_NONE
+                           ": no route matched, or the gateway answered before forwarding).\n"
+                           "# TYPE ficus_requests_total counter\n");
+    for (size_t i = 0; i < st->nsides; i++) {
+        const fx_stats_side_sum *x = &st->sides[i];
+        for (unsigned k = 0; k < FX_STATS_NCODES; k++) {
+            if (!x->codes[k])
+                continue;
+            ADD_LIT(b, "ficus_requests_total{route=");
+            name_str(b, x->route);
+            ADD_LIT(b, ",upstream=");
+            name_str(b, x->upstream);
+            evbuffer_add_printf(b, ",code=\"%u\"} %" PRIu64 "\n", k + FX_STATS_CODE_MIN, x->codes[k]);
+        }
+    }
+    evbuffer_add_printf(b, "# HELP ficus_request_duration_seconds From the first byte of the request head to "
+                           "the response complete, by route.\n"
+                           "# TYPE ficus_request_duration_seconds histogram\n");
+    /* the sums are sorted by route: each route's pairs are adjacent */
+    for (size_t i = 0; i < st->nsides;) {
+        uint64_t dur[FX_STATS_DUR_BOUNDS + 1] = {0}, sum_us = 0;
+        size_t j = i;
+        for (; j < st->nsides && (st->sides[j].route == st->sides[i].route ||
+                                  (st->sides[j].route && st->sides[i].route &&
+                                   !strcmp(st->sides[j].route, st->sides[i].route)));
+             j++) {
+            for (unsigned k = 0; k <= FX_STATS_DUR_BOUNDS; k++)
+                dur[k] += st->sides[j].dur[k];
+            sum_us += st->sides[j].dur_sum_us;
+        }
+        uint64_t cum = 0;
+        for (unsigned k = 0; k <= FX_STATS_DUR_BOUNDS; k++) {
+            cum += dur[k];
+            ADD_LIT(b, "ficus_request_duration_seconds_bucket{route=");
+            name_str(b, st->sides[i].route);
+            if (k < FX_STATS_DUR_BOUNDS)
+                evbuffer_add_printf(b, ",le=\"%g\"} %" PRIu64 "\n", fx_stats_dur_bounds[k], cum);
+            else
+                evbuffer_add_printf(b, ",le=\"+Inf\"} %" PRIu64 "\n", cum);
+        }
+        ADD_LIT(b, "ficus_request_duration_seconds_sum{route=");
+        name_str(b, st->sides[i].route);
+        evbuffer_add_printf(b, "} %.6f\n", (double)sum_us / 1e6);
+        ADD_LIT(b, "ficus_request_duration_seconds_count{route=");
+        name_str(b, st->sides[i].route);
+        evbuffer_add_printf(b, "} %" PRIu64 "\n", cum);
+        i = j;
+    }
+    evbuffer_add_printf(b, "# HELP ficus_upstream_errors_total Requests an upstream failed, by upstream and kind "
+                           "(the access log's upstream_error).\n"
+                           "# TYPE ficus_upstream_errors_total counter\n");
+    for (size_t u = 0; u < cfg->nupstreams; u++) {
+        const fx_stats_upstream_sum *x = fx_stats_find_upstream(st, cfg->upstreams[u].name);
+        for (unsigned k = 0; k < FX_STATS_NKINDS; k++) {
+            ADD_LIT(b, "ficus_upstream_errors_total{upstream=");
+            name_str(b, cfg->upstreams[u].name);
+            evbuffer_add_printf(b, ",kind=\"%s\"} %" PRIu64 "\n", fx_stats_error_kind_names[k],
+                                x ? x->kinds[k] : 0);
+        }
+    }
+}
+
 static void metrics_text(fx_server *s, struct evbuffer *b)
 {
     fx_config *cfg = fx_server_config(s);
@@ -176,6 +272,10 @@ static void metrics_text(fx_server *s, struct evbuffer *b)
                         atomic_load(&s->nconns));
     if (s->events)
         fx_events_metrics(s->events, b);
+    fx_stats_sums st;
+    stats_sums(s, &st);
+    request_metrics(&st, cfg, b);
+    fx_stats_sums_free(&st);
     fx_config_unref(cfg);
 }
 
@@ -187,6 +287,29 @@ static const char *method_name(int m)
 static void addr_json(struct evbuffer *b, const fx_addr *a)
 {
     json_str(b, a->text);
+}
+
+/* ,"match":{...} of a route */
+static void route_match_json(struct evbuffer *b, const fx_route_conf *r)
+{
+    evbuffer_add_printf(b, ",\"match\":{\"%s\":", r->kind == FX_MATCH_PREFIX ? "prefix" : "path");
+    json_str(b, r->path);
+    if (r->methods) {
+        evbuffer_add(b, ",\"methods\":[", 12);
+        int first = 1;
+        for (int m = 0; m < 64; m++) {
+            if (!(r->methods & FX_METHOD_BIT(m)))
+                continue;
+            evbuffer_add_printf(b, "%s\"%s\"", first ? "" : ",", method_name(m));
+            first = 0;
+        }
+        evbuffer_add(b, "]", 1);
+    }
+    if (r->host) {
+        evbuffer_add(b, ",\"host\":", 8);
+        json_str(b, r->host);
+    }
+    evbuffer_add(b, "}", 1);
 }
 
 /*
@@ -247,24 +370,8 @@ static void config_json(fx_server *s, struct evbuffer *b)
         const fx_route_conf *r = &cfg->routes[i];
         evbuffer_add_printf(b, "%s{\"name\":", i ? "," : "");
         json_str(b, r->name);
-        evbuffer_add_printf(b, ",\"match\":{\"%s\":", r->kind == FX_MATCH_PREFIX ? "prefix" : "path");
-        json_str(b, r->path);
-        if (r->methods) {
-            evbuffer_add(b, ",\"methods\":[", 12);
-            int first = 1;
-            for (int m = 0; m < 64; m++) {
-                if (!(r->methods & FX_METHOD_BIT(m)))
-                    continue;
-                evbuffer_add_printf(b, "%s\"%s\"", first ? "" : ",", method_name(m));
-                first = 0;
-            }
-            evbuffer_add(b, "]", 1);
-        }
-        if (r->host) {
-            evbuffer_add(b, ",\"host\":", 8);
-            json_str(b, r->host);
-        }
-        evbuffer_add(b, "},\"upstream\":", 13);
+        route_match_json(b, r);
+        evbuffer_add(b, ",\"upstream\":", 12);
         json_str(b, cfg->upstreams[r->upstream].name);
         evbuffer_add_printf(b, ",\"auth\":\"%s\"}", auths[r->auth < 3 ? r->auth : 0]);
     }
@@ -291,6 +398,139 @@ static void config_json(fx_server *s, struct evbuffer *b)
     else
         json_str(b, sinks[cfg->log.decisions & 3]);
     evbuffer_add_printf(b, ",\"level\":\"%s\"}}}\n", levels[cfg->log.level & 3]);
+    fx_config_unref(cfg);
+}
+
+/* "last_minute":{...},"total":{...} */
+static void figures_json(struct evbuffer *b, const fx_stats_window *w, double secs, uint64_t requests,
+                         uint64_t errors)
+{
+    evbuffer_add_printf(b, "\"last_minute\":{\"requests\":%" PRIu64 ",\"requests_per_second\":%.3f,"
+                           "\"errors\":%" PRIu64 ",\"error_rate\":",
+                        w->requests, (double)w->requests / secs, w->errors);
+    if (w->requests)
+        evbuffer_add_printf(b, "%.4f", (double)w->errors / (double)w->requests);
+    else
+        ADD_LIT(b, "null");
+    double p99 = fx_stats_quantile(w, 0.99);
+    if (p99 >= 0)
+        evbuffer_add_printf(b, ",\"p99_seconds\":%.6f},", p99);
+    else
+        ADD_LIT(b, ",\"p99_seconds\":null},");
+    evbuffer_add_printf(b, "\"total\":{\"requests\":%" PRIu64 ",\"errors\":%" PRIu64 "}", requests, errors);
+}
+
+static void side_figures_json(struct evbuffer *b, const fx_stats_side_sum *x, double secs)
+{
+    static const fx_stats_window empty;
+    figures_json(b, x ? &x->last : &empty, secs, x ? x->requests : 0, x ? x->errors : 0);
+}
+
+/*
+ * GET /admin/routes: each route of the running config, in order, with its sides (the upstream,
+ * or each side of its split with its weight; its fallback) and per side the last minute and the
+ * totals since start; `gateway` is what the gateway answered itself before forwarding (401, 403,
+ * ...); the route's own figures cover all of it, and sides of earlier configs too.
+ */
+static void routes_json(fx_server *s, struct evbuffer *b)
+{
+    fx_config *cfg = fx_server_config(s);
+    fx_stats_sums st;
+    stats_sums(s, &st);
+    double secs = fx_stats_window_seconds(&st);
+    evbuffer_add_printf(b, "{\"window_seconds\":%.3f,\"uncounted\":%" PRIu64 ",\"routes\":[", secs, st.dropped);
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        const fx_route_conf *r = &cfg->routes[i];
+        evbuffer_add_printf(b, "%s{\"name\":", i ? "," : "");
+        json_str(b, r->name);
+        route_match_json(b, r);
+        ADD_LIT(b, ",\"upstream\":");
+        json_str(b, cfg->upstreams[r->upstream].name);
+        if (r->nsplit) {
+            ADD_LIT(b, ",\"split\":[");
+            for (size_t k = 0; k < r->nsplit; k++) {
+                evbuffer_add_printf(b, "%s{\"upstream\":", k ? "," : "");
+                json_str(b, cfg->upstreams[r->split[k].upstream].name);
+                evbuffer_add_printf(b, ",\"weight\":%u}", r->split[k].weight);
+            }
+            ADD_LIT(b, "]");
+        }
+        ADD_LIT(b, ",\"sides\":[");
+        size_t nsides = r->nsplit ? r->nsplit : 1;
+        for (size_t k = 0; k < nsides; k++) {
+            const char *up = cfg->upstreams[r->nsplit ? r->split[k].upstream : r->upstream].name;
+            evbuffer_add_printf(b, "%s{\"upstream\":", k ? "," : "");
+            json_str(b, up);
+            if (r->nsplit)
+                evbuffer_add_printf(b, ",\"weight\":%u", r->split[k].weight);
+            ADD_LIT(b, ",");
+            side_figures_json(b, fx_stats_find_side(&st, r->name, up), secs);
+            ADD_LIT(b, "}");
+        }
+        if (r->fallback >= 0 && (size_t)r->fallback < cfg->nupstreams) {
+            const char *up = cfg->upstreams[r->fallback].name;
+            ADD_LIT(b, ",{\"upstream\":");
+            json_str(b, up);
+            ADD_LIT(b, ",\"fallback\":true,");
+            side_figures_json(b, fx_stats_find_side(&st, r->name, up), secs);
+            ADD_LIT(b, "}");
+        }
+        ADD_LIT(b, "],\"gateway\":{");
+        side_figures_json(b, fx_stats_find_side(&st, r->name, NULL), secs);
+        /* the route: every pair counted under its name */
+        fx_stats_window all = {0};
+        uint64_t requests = 0, errors = 0;
+        for (size_t k = 0; k < st.nsides; k++) {
+            const fx_stats_side_sum *x = &st.sides[k];
+            if (x->route && !strcmp(x->route, r->name)) {
+                fx_stats_window_merge(&all, &x->last);
+                requests += x->requests;
+                errors += x->errors;
+            }
+        }
+        ADD_LIT(b, "},");
+        figures_json(b, &all, secs, requests, errors);
+        ADD_LIT(b, "}");
+    }
+    ADD_LIT(b, "],\"unrouted\":{");
+    side_figures_json(b, fx_stats_find_side(&st, NULL, NULL), secs);
+    ADD_LIT(b, "}}\n");
+    fx_stats_sums_free(&st);
+    fx_config_unref(cfg);
+}
+
+/* GET /admin/upstreams: each upstream of the running config, its settings, and every request
+ * forwarded to it (whatever the route): the last minute, totals since start, errors by kind. */
+static void upstreams_json(fx_server *s, struct evbuffer *b)
+{
+    fx_config *cfg = fx_server_config(s);
+    fx_stats_sums st;
+    stats_sums(s, &st);
+    double secs = fx_stats_window_seconds(&st);
+    static const fx_stats_window empty;
+    evbuffer_add_printf(b, "{\"window_seconds\":%.3f,\"upstreams\":[", secs);
+    for (size_t i = 0; i < cfg->nupstreams; i++) {
+        const fx_upstream_conf *u = &cfg->upstreams[i];
+        const fx_stats_upstream_sum *x = fx_stats_find_upstream(&st, u->name);
+        evbuffer_add_printf(b, "%s{\"name\":", i ? "," : "");
+        json_str(b, u->name);
+        ADD_LIT(b, ",\"targets\":[");
+        for (size_t t = 0; t < u->ntargets; t++) {
+            if (t)
+                ADD_LIT(b, ",");
+            addr_json(b, &u->targets[t]);
+        }
+        evbuffer_add_printf(b, "],\"keepalive\":%u,\"connect_timeout_ms\":%" PRIu64 ",\"timeout_ms\":%" PRIu64 ",",
+                            u->keepalive, u->connect_timeout_ms, u->timeout_ms);
+        figures_json(b, x ? &x->last : &empty, secs, x ? x->requests : 0, x ? x->errors : 0);
+        ADD_LIT(b, ",\"errors_by_kind\":{");
+        for (unsigned k = 0; k < FX_STATS_NKINDS; k++)
+            evbuffer_add_printf(b, "%s\"%s\":%" PRIu64, k ? "," : "", fx_stats_error_kind_names[k],
+                                x ? x->kinds[k] : 0);
+        ADD_LIT(b, "}}");
+    }
+    ADD_LIT(b, "]}\n");
+    fx_stats_sums_free(&st);
     fx_config_unref(cfg);
 }
 
@@ -410,6 +650,16 @@ static void handle(admin_conn *c, const fx_http_msg *m, const char *body, size_t
         if (!get)
             goto not_allowed;
         config_json(s, b);
+        respond(c, 200, "application/json", b, keep);
+    } else if (fx_slice_eq(path, FX_SLICE_LIT("/admin/routes"))) {
+        if (!get)
+            goto not_allowed;
+        routes_json(s, b);
+        respond(c, 200, "application/json", b, keep);
+    } else if (fx_slice_eq(path, FX_SLICE_LIT("/admin/upstreams"))) {
+        if (!get)
+            goto not_allowed;
+        upstreams_json(s, b);
         respond(c, 200, "application/json", b, keep);
     } else if (fx_slice_eq(path, FX_SLICE_LIT("/admin/events"))) {
         if (!get)

@@ -8,7 +8,11 @@
  *                          has not been fetched yet
  *   GET  /metrics          Prometheus text format
  *   GET  /admin/config     the running config as JSON, with its hash and load time
+ *   GET  /admin/routes     each route, its sides and weights, and its traffic (last minute, totals)
+ *   GET  /admin/upstreams  each upstream, its targets, and its traffic
+ *   GET  /admin/events     change events: brokers, spool, producer, topics (events.c)
  *   POST /admin/reload     reload from the file: 200, or 400 with the errors
+ *   POST /authz/v1/check   the decision API (authorize.c)
  *
  * It never runs on a worker thread, so nothing here is on the request path.
  */

@@ -2,7 +2,8 @@
  * authn.c — the request's token, verified (see authn.h).
  *
  *   find_token        auth.token_from in order: a header ("Bearer" scheme for
- *                     Authorization) or a cookie
+ *                     Authorization) or a cookie (fx_authn_cookie, also the
+ *                     value of a split sticky on a cookie: balance.c)
  *   fx_authn_check    route mode → token → cache → fx_jwt_verify → result
  *   fx_authn_*_keys   the worker's mailbox for the key sets of jwks_uri issuers
  *
@@ -84,7 +85,8 @@ static int bearer(fx_slice v, fx_slice *tok)
     return 1;
 }
 
-static int cookie_value(const fx_http_msg *m, const char *name, fx_slice *out)
+/* The first cookie `name` (case-sensitive, RFC 6265) in any Cookie header, quotes removed. */
+int fx_authn_cookie(const fx_http_msg *m, const char *name, fx_slice *out)
 {
     size_t nl = strlen(name);
     for (size_t i = 0; i < m->nheaders; i++) {
@@ -123,7 +125,7 @@ static int find_token(const fx_auth_conf *a, const fx_http_msg *m, fx_slice *tok
     for (size_t i = 0; i < a->ntoken_from; i++) {
         const fx_token_from_conf *tf = &a->token_from[i];
         if (tf->kind == FX_TOKEN_COOKIE) {
-            if (cookie_value(m, tf->name, tok))
+            if (fx_authn_cookie(m, tf->name, tok))
                 return tok->n ? 1 : -1;
             continue;
         }

@@ -67,4 +67,9 @@ int fx_authn_is_identity_header(const fx_config *cfg, fx_slice name);
 /* Should the request's Authorization header go upstream (auth.forward_token)? */
 int fx_authn_forward_token(const fx_config *cfg);
 
+/* The value of the first cookie `name` in the request's Cookie headers (surrounding quotes removed; may be
+ * empty): 1 with *out pointing into the request, or 0 when there is none. Used for cookie tokens and for
+ * splits sticky on a cookie. */
+int fx_authn_cookie(const fx_http_msg *m, const char *name, fx_slice *out);
+
 #endif

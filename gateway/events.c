@@ -106,6 +106,8 @@ struct fx_events {
     plist backlog, inflight;
     uint64_t next_order;
     int need_recreate;
+    uint64_t hold_until_ms;       /* after a retriable delivery error: produce nothing before this */
+    uint64_t hold_ms;             /* the current pause: 100 ms, doubling to 5 s, reset by a success */
     int spool_dirty;              /* done marks or appends buffered */
     uint64_t last_commit_warn_ms;
     rd_kafka_resp_err_t last_err_code;
@@ -457,6 +459,8 @@ static void fail_permanently(fx_events *ev, pend *p, rd_kafka_resp_err_t err)
 
 static void produce_backlog(fx_events *ev)
 {
+    if (ev->hold_until_ms && mono_ms() < ev->hold_until_ms)
+        return; /* the tick comes back */
     while (ev->rk && ev->backlog.head && !ev->need_recreate) {
         pend *p = ev->backlog.head;
         rd_kafka_resp_err_t err;
@@ -503,6 +507,25 @@ static void produce_backlog(fx_events *ev)
     publish_gauges(ev);
 }
 
+/* Pauses producing after a retriable error: 100 ms, doubling up to 5 s while errors repeat. */
+static void hold_backlog(fx_events *ev, rd_kafka_resp_err_t err)
+{
+    uint64_t now = mono_ms();
+    if (now < ev->hold_until_ms)
+        return; /* one pause per burst of reports */
+    ev->hold_ms = ev->hold_ms ? (ev->hold_ms * 2 > 5000 ? 5000 : ev->hold_ms * 2) : 100;
+    ev->hold_until_ms = now + ev->hold_ms;
+    char msg[256];
+    snprintf(msg, sizeof(msg), "delivery: %s: %s", rd_kafka_err2name(err), rd_kafka_err2str(err));
+    atomic_fetch_add(&ev->producer_errors, 1);
+    set_last_error(ev, msg);
+    if (err != ev->last_err_code || now - ev->last_err_ms > 10000) {
+        fx_log(FX_LOG_WARN, "events: %s; producing again in %llu ms", msg, (unsigned long long)ev->hold_ms);
+        ev->last_err_code = err;
+        ev->last_err_ms = now;
+    }
+}
+
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
     fx_events *ev = opaque;
@@ -511,6 +534,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
         return;
     pl_remove(&ev->inflight, p);
     if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        ev->hold_ms = 0;
         if (p->orig_topic) {
             atomic_fetch_add(&ev->dead_lettered, 1);
             finish_pend(ev, p, 1, p->dead_reason);
@@ -526,9 +550,12 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
         return;
     }
     /* Purged for a producer replacement, a local timeout the operator configured, a fatal
-     * error: produced again, in its place among the others. */
+     * error, a broker error librdkafka gave up on: produced again, in its place among the others.
+     * Not at once: a broker that keeps refusing would make this a busy loop. */
     if (m->err == RD_KAFKA_RESP_ERR__FATAL)
         ev->need_recreate = 1;
+    else if (m->err != RD_KAFKA_RESP_ERR__PURGE_QUEUE && m->err != RD_KAFKA_RESP_ERR__PURGE_INFLIGHT)
+        hold_backlog(ev, m->err);
     pl_insert_ordered(&ev->backlog, p);
 }
 

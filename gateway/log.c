@@ -14,8 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
-/* xorshift128+: fast, good enough for ids (not for secrets) */
-static uint64_t rng_next(uint64_t rng[2])
+uint64_t fx_rng_next(uint64_t rng[2])
 {
     uint64_t s1 = rng[0];
     const uint64_t s0 = rng[1];
@@ -28,7 +27,7 @@ static uint64_t rng_next(uint64_t rng[2])
 void fx_log_id(uint64_t rng[2], char out[33])
 {
     static const char hex[] = "0123456789abcdef";
-    uint64_t a = rng_next(rng), b = rng_next(rng);
+    uint64_t a = fx_rng_next(rng), b = fx_rng_next(rng);
     for (int i = 0; i < 16; i++) {
         out[i] = hex[(a >> (i * 4)) & 15];
         out[16 + i] = hex[(b >> (i * 4)) & 15];

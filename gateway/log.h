@@ -32,6 +32,10 @@ void fx_access_log_write(const fx_access_log *al, const char *line, size_t len);
 /* Now as RFC 3339 UTC with milliseconds: "2026-11-26T12:00:00.000Z". */
 void fx_log_time(char out[40]);
 
+/* The next number of a caller-owned xorshift128+ state (not all zero): fast, good enough for ids
+ * and load spreading, not for secrets. */
+uint64_t fx_rng_next(uint64_t rng[2]);
+
 /* 32 lowercase hex characters + NUL from a caller-owned xorshift128+ state (request and
  * decision ids: unique enough to join log lines, not secrets). */
 void fx_log_id(uint64_t rng[2], char out[33]);

@@ -36,6 +36,7 @@
 #include "arena.h"
 #include "authn.h"
 #include "authorize.h"
+#include "balance.h"
 #include "cloudevent.h"
 #include "events.h"
 #include "http1.h"
@@ -237,6 +238,7 @@ static void ensure_request_id(fx_conn *c)
 }
 
 static void access_log(fx_conn *c);
+static void record_request(fx_conn *c);
 
 /*
  * Queues a complete error response. `keep` says whether the connection may
@@ -798,12 +800,14 @@ static void read_head(fx_conn *c)
         return;
     }
     c->claims = ar.claims;
-    c->ups = &c->cfg->upstreams[r->upstream];
+    /* the side of a split is chosen once the caller is known: a split can be sticky on a claim */
+    int up = fx_balance_choose(c->cfg, r, &c->req, c->claims, c->client_ip, c->w->rng);
+    c->ups = &c->cfg->upstreams[up];
     if (r->authz && authorize(c, r, body_unread) < 0)
         return;
     if (r->events && ev_begin(c, r, body_unread) < 0)
         return;
-    c->pool = (size_t)r->upstream < c->w->npools ? c->w->pools[r->upstream] : NULL;
+    c->pool = (size_t)up < c->w->npools ? c->w->pools[up] : NULL;
     if (c->pool)
         fx_pool_hold(c->pool);
     c->state = CS_PROXY;
@@ -839,13 +843,41 @@ static int header_value_ok(const char *v, int n)
     return 1;
 }
 
+/*
+ * routes[].rewrite: strip_prefix comes off the path, then prefix goes in front, the two joined by exactly
+ * one '/' ("/v2" + "/documents/42" and "/v2/" + "/documents/42" both give "/v2/documents/42"); a path
+ * stripped to nothing becomes the prefix alone, or "/". The config made strip_prefix start every path the
+ * route matches; a path that does not start with it anyway is not stripped.
+ */
+static char *put_rewritten_path(char *o, const fx_route_conf *r, fx_slice path)
+{
+    fx_slice rest = path, sp = fx_slice_cstr(r->strip_prefix);
+    if (sp.n && fx_slice_starts_with(rest, sp))
+        rest = fx_slice_make(rest.p + sp.n, rest.n - sp.n);
+    size_t an = r->add_prefix ? strlen(r->add_prefix) : 0;
+    int slash = an && r->add_prefix[an - 1] == '/';
+    if (an)
+        o = put(o, r->add_prefix, an);
+    if (rest.n && rest.p[0] == '/') {
+        if (slash)
+            rest = fx_slice_make(rest.p + 1, rest.n - 1);
+    } else if (!slash && (rest.n || !an)) {
+        *o++ = '/';
+    }
+    return put_s(o, rest);
+}
+
 static int serialize_upstream_head(fx_conn *c)
 {
     const fx_http_msg *m = &c->req;
     const fx_auth_conf *auth = c->cfg->auth;
+    const fx_route_conf *route = c->match.route;
+    int rewrite = route && (route->strip_prefix || route->add_prefix);
     fx_slice xff_prev[16];
     size_t nxff = 0;
     size_t size = 256 + m->target.n + c->request_id.n + m->host.n * 2 + 64;
+    if (rewrite && route->add_prefix)
+        size += strlen(route->add_prefix) + 1;
 
     /* identity: the verified claims, rendered now; client-sent copies are dropped below */
     fx_slice fwd[32];
@@ -879,7 +911,13 @@ static int serialize_upstream_head(fx_conn *c)
     /* request line: origin-form always */
     o = put_s(o, m->method_s);
     *o++ = ' ';
-    if (m->absolute_form) {
+    if (rewrite) {
+        o = put_rewritten_path(o, route, m->path);
+        if (m->query.p) {
+            *o++ = '?';
+            o = put_s(o, m->query);
+        }
+    } else if (m->absolute_form) {
         o = put_s(o, m->path);
         if (m->query.p) {
             *o++ = '?';
@@ -1461,6 +1499,28 @@ static void access_log(fx_conn *c)
         fx_access_log_write(al, line, (size_t)n);
 }
 
+/*
+ * The request's line in this worker's metrics (stats.h), beside its access log line. The upstream
+ * is the one it was forwarded to (its head was serialized for it), -1 when the gateway answered
+ * before forwarding (no route, 401, 403, ...).
+ */
+static void record_request(fx_conn *c)
+{
+    uint64_t now = now_us();
+    const fx_config *cfg = c->cfg;
+    fx_stats_req r = {.cfg = cfg, .route = -1, .upstream = -1, .status = c->status,
+                      .duration_us = now - c->t0_us, .upstream_error = c->upstream_error};
+    if (cfg && c->match.route) {
+        ptrdiff_t i = c->match.route - cfg->routes;
+        r.route = i >= 0 && (size_t)i < cfg->nroutes ? (int)i : -1;
+    }
+    if (cfg && r.route >= 0 && c->ups && c->up_head) {
+        ptrdiff_t i = c->ups - cfg->upstreams;
+        r.upstream = i >= 0 && (size_t)i < cfg->nupstreams ? (int)i : -1;
+    }
+    fx_stats_record(&c->w->stats, &r, now);
+}
+
 static void close_when_flushed(fx_conn *c)
 {
     c->state = CS_CLOSING;
@@ -1478,8 +1538,10 @@ static void close_when_flushed(fx_conn *c)
 
 static void finish_request(fx_conn *c)
 {
-    if (c->status)
+    if (c->status) {
         access_log(c);
+        record_request(c);
+    }
     if (!c->req_done && c->state == CS_PROXY)
         c->close_after = 1; /* unread body left on the wire: this connection is done */
     release_upstream(c);
@@ -1521,6 +1583,7 @@ static void upstream_failed(fx_conn *c, int status, const char *detail, const ch
         /* mid-response: the only honest signal left is closing the connection */
         c->status = c->status ? c->status : status;
         access_log(c);
+        record_request(c);
         end_request(c);
         conn_free(c);
         return;
@@ -1588,6 +1651,7 @@ static void start_tunnel(fx_conn *c)
     fx_sock_read_enable(c->up->sock);
     fx_sock_read_enable(c->sock);
     flush_client(c); /* the 101 head */
+    record_request(c); /* the response is the 101: a tunnel's life is not the request's latency */
     /* anything either side sent early */
     tunnel_relay(c, c->up->sock, c->sock);
     tunnel_relay(c, c->sock, c->up->sock);
@@ -1687,6 +1751,7 @@ static void on_client_event(fx_sock *s, int what, void *arg)
         }
         c->status = c->resp_started ? c->status : 499; /* client closed request */
         access_log(c);
+        record_request(c);
         end_request(c);
         conn_free(c);
         return;
@@ -1824,6 +1889,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         /* the client stopped reading the response */
         c->upstream_error = "client_stalled";
         access_log(c);
+        record_request(c);
         end_request(c);
         conn_free(c);
         return;

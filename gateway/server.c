@@ -8,7 +8,8 @@
  *   fx_server_reload  main thread: load + validate off the hot path, open new
  *                     listeners, publish the snapshot, tell the workers
  *   worker_reload     a worker adopts the snapshot: pools matched by upstream
- *                     (name + targets), listeners moved, opened or closed
+ *                     (name + targets), listeners moved, opened or closed,
+ *                     request metrics re-bound by route and upstream name
  *   on_ctl            a worker's mailbox: drain / stop / reload / keys / events bits
  *   on_keys           main thread: new jwks_uri key sets (jwks.c) into every
  *                     worker's mailbox
@@ -202,6 +203,10 @@ static void worker_reload(fx_worker *w, unsigned gen)
     w->access.owned = 0;
     w->decisions = s->decisions;
     w->decisions.owned = 0;
+    /* counters follow route and upstream names; before o goes, the maps being replaced index it */
+    if (fx_stats_bind(&w->stats, n) < 0)
+        fx_log(FX_LOG_ERROR, "worker %u: out of memory re-binding request metrics; this worker's requests "
+                             "are not counted until the next reload", w->id);
     w->cfg = n;
     fx_config_unref(o);
     atomic_store(&w->reload_acked, gen);
@@ -405,6 +410,12 @@ int fx_server_start(fx_server *s, fx_config *cfg, const char *config_path)
         w->rng[0] = seed[0];
         w->rng[1] = seed[1];
         if (fx_authn_worker_init(&w->authn) < 0) {
+            rc = -1;
+            break;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        if (fx_stats_init(&w->stats, cfg, (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u) < 0) {
             rc = -1;
             break;
         }
@@ -888,6 +899,7 @@ void fx_server_free(fx_server *s)
             if (w->cfg)
                 fx_config_unref(w->cfg);
             fx_authn_worker_free(&w->authn);
+            fx_stats_free(&w->stats);
         }
         free(s->workers);
         s->workers = NULL;

@@ -18,6 +18,7 @@
 #include "authn.h"
 #include "config.h"
 #include "log.h"
+#include "stats.h"
 
 struct event_base;
 struct event;
@@ -57,6 +58,8 @@ typedef struct fx_worker {
     fx_access_log access;         /* a copy of the server's sink (never owned here) */
     fx_access_log decisions;      /* the same for the decision log */
     fx_authn_worker authn;        /* verified-token cache and rejection counters */
+    fx_stats_worker stats;        /* request metrics by route and upstream (stats.h): this worker
+                                     writes them, the admin sums every worker's */
     unsigned char rand_pool[1024];/* CSPRNG output (RAND_bytes), handed out by fx_worker_random */
     unsigned rand_left;           /* unused bytes at the end of rand_pool (0 at start: refill) */
     _Atomic(struct fx_event_ticket *) ev_returned; /* tickets back from the events thread (a stack) */

@@ -1236,6 +1236,19 @@ class FxTestCase(unittest.TestCase):
         self.addCleanup(c.close)
         return c
 
+    # keys
+    def es256_key(self, name="es256.pub.pem"):
+        """A fresh P-256 private key (python3-cryptography) and the path of its public key as PEM in
+        the test's temp dir: for `auth` issuers whose tokens the test mints with PyJWT."""
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        key = ec.generate_private_key(ec.SECP256R1())
+        path = os.path.join(self.tmp, name)
+        with open(path, "wb") as f:
+            f.write(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo))
+        return key, path
+
     # config shorthands
     def permit_all(self):
         """A `policies` section with one policy that permits every request: for tests of

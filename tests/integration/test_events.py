@@ -22,8 +22,6 @@ import threading
 import time
 
 import jwt  # python3-jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 import fxtest
 from fxtest import DevBroker, fetch, kcat_consume
@@ -109,12 +107,7 @@ def wait_for(test, fn, timeout, what):
 class EventsTest(fxtest.FxTestCase):
     def setUp(self):
         super().setUp()
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        pem = self.key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                 serialization.PublicFormat.SubjectPublicKeyInfo)
-        self.pub_path = os.path.join(self.tmp, "es256.pub.pem")
-        with open(self.pub_path, "wb") as f:
-            f.write(pem)
+        self.key, self.pub_path = self.es256_key()
         self.up = EchoUpstream(self)
         self.spool = os.path.join(self.tmp, "spool")
 
@@ -690,3 +683,19 @@ class EventsTest(fxtest.FxTestCase):
         self.assertEqual(m["event"]["data"], {"ok": True})
         time.sleep(0.5)
         self.assertEqual(up.connections, 1, "the rest of the body was never forwarded on a new connection")
+
+    def test_a_refused_delivery_is_produced_again_after_a_pause(self):
+        db = self.broker()
+        gw = self.gateway(self.config(db.bootstrap))
+        self.assertEqual(self.put(gw, "/docs/0", {"i": 0}).status, 200)
+        self.consume(db.bootstrap, "docs", 1)
+        # a broker error librdkafka does not retry itself and that is not permanent for the event
+        self.assertTrue(db.command("request-errors Produce 1 INVALID_PRODUCER_EPOCH").startswith("ok"))
+        r = self.put(gw, "/docs/1", {"i": 1})
+        self.assertEqual(r.status, 200)
+        msgs = self.consume(db.bootstrap, "docs", 2, exact=False)
+        self.assertIn(r.header("x-request-id"), {m["event"]["ficusrequestid"] for m in msgs})
+        err = gw.proc.stderr()
+        self.assertRegex(err, r"events: delivery: .*; producing again in 100 ms")
+        self.assertGreaterEqual(metric(self.metrics(gw), "ficus_events_producer_errors_total"), 1.0)
+        wait_for(self, lambda: metric(self.metrics(gw), "ficus_events_spooled") == 0, 10, "nothing left undone")
