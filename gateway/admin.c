@@ -8,6 +8,8 @@
  *   metrics_text, config_json           the documents it serves (and /admin/events: events.c)
  *   request_metrics, routes_json,       per-route and per-upstream request figures: every
  *   upstreams_json                      worker's counters summed here (stats.h)
+ *   shadow_metrics, shadow_json         shadow traffic: counters and mismatching pairs summed
+ *                                       over workers (shadow.h)
  *
  * Admin traffic is small and rare: responses are built in memory with
  * evbuffer_add_printf and the connection is served from the main thread.
@@ -30,9 +32,11 @@
 #include "arena.h"
 #include "authorize.h"
 #include "events.h"
+#include "health.h"
 #include "http1.h"
 #include "jwks.h"
 #include "log.h"
+#include "shadow.h"
 #include "sock.h"
 #include "stats.h"
 
@@ -157,6 +161,52 @@ static void name_str(struct evbuffer *b, const char *name)
     json_str(b, name ? name : FX_STATS_NONE);
 }
 
+/* routes[].retries and routes[].fallback (retry.h): every configured upstream's retries and budget
+ * refusals, every route with a fallback's fallbacks (summed over the upstreams its requests ended on). */
+static void retry_metrics(const fx_stats_sums *st, const fx_config *cfg, struct evbuffer *b)
+{
+    evbuffer_add_printf(b, "# HELP ficus_retries_total Retries of requests on the same upstream's next target "
+                           "(routes[].retries), by upstream and the failure retried.\n"
+                           "# TYPE ficus_retries_total counter\n");
+    for (size_t u = 0; u < cfg->nupstreams; u++) {
+        const fx_stats_upstream_sum *x = fx_stats_find_upstream(st, cfg->upstreams[u].name);
+        for (unsigned k = 0; k < FX_RETRY_NREASONS; k++) {
+            ADD_LIT(b, "ficus_retries_total{upstream=");
+            name_str(b, cfg->upstreams[u].name);
+            evbuffer_add_printf(b, ",reason=\"%s\"} %" PRIu64 "\n", fx_retry_reason_names[k],
+                                x ? x->retries[k] : 0);
+        }
+    }
+    evbuffer_add_printf(b, "# HELP ficus_retry_budget_exhausted_total Retries not made because the upstream's "
+                           "retry budget (%d%% of its requests of the last %d s, at least %d) was spent.\n"
+                           "# TYPE ficus_retry_budget_exhausted_total counter\n",
+                        FX_RETRY_BUDGET_PERCENT, FX_RETRY_BUDGET_SECONDS, FX_RETRY_BUDGET_MIN);
+    for (size_t u = 0; u < cfg->nupstreams; u++) {
+        const fx_stats_upstream_sum *x = fx_stats_find_upstream(st, cfg->upstreams[u].name);
+        ADD_LIT(b, "ficus_retry_budget_exhausted_total{upstream=");
+        name_str(b, cfg->upstreams[u].name);
+        evbuffer_add_printf(b, "} %" PRIu64 "\n", x ? x->budget_exhausted : 0);
+    }
+    evbuffer_add_printf(b, "# HELP ficus_fallbacks_total Requests sent to their route's fallback upstream, by "
+                           "route and the primary's failure.\n"
+                           "# TYPE ficus_fallbacks_total counter\n");
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        const fx_route_conf *r = &cfg->routes[i];
+        if (r->fallback < 0)
+            continue;
+        uint64_t n[FX_RETRY_NREASONS] = {0};
+        for (size_t j = 0; j < st->nsides; j++)
+            if (st->sides[j].route && !strcmp(st->sides[j].route, r->name))
+                for (unsigned k = 0; k < FX_RETRY_NREASONS; k++)
+                    n[k] += st->sides[j].fallbacks[k];
+        for (unsigned k = 0; k < FX_RETRY_NREASONS; k++) {
+            ADD_LIT(b, "ficus_fallbacks_total{route=");
+            name_str(b, r->name);
+            evbuffer_add_printf(b, ",reason=\"%s\"} %" PRIu64 "\n", fx_retry_reason_names[k], n[k]);
+        }
+    }
+}
+
 static void request_metrics(const fx_stats_sums *st, const fx_config *cfg, struct evbuffer *b)
 {
     evbuffer_add_printf(b, "# HELP ficus_requests_total Requests answered, by route, the upstream they were "
@@ -220,6 +270,110 @@ static void request_metrics(const fx_stats_sums *st, const fx_config *cfg, struc
                                 x ? x->kinds[k] : 0);
         }
     }
+    retry_metrics(st, cfg, b);
+}
+
+/* ficus_shadow_*: every route of the running config that has `shadow`, summed over workers. */
+static void shadow_metrics(fx_server *s, const fx_config *cfg, struct evbuffer *b)
+{
+    static const struct {
+        const char *name, *help;
+    } fam[] = {
+        {"ficus_shadow_requests_total", "Requests copied to the route's shadow upstream."},
+        {"ficus_shadow_mismatches_total", "Shadow answers that differed from the primary's, by kind."},
+        {"ficus_shadow_errors_total", "Shadow copies that got no complete answer, by kind."},
+        {"ficus_shadow_skipped_total",
+         "Sampled requests not shadowed: body over 64 KiB or not whole yet, or 256 copies out."},
+        {"ficus_shadow_body_too_large_total", "Compared pairs whose bodies were not compared (over 1 MiB)."},
+    };
+    int any = 0;
+    for (size_t i = 0; i < cfg->nroutes; i++)
+        any |= cfg->routes[i].shadow != NULL;
+    if (!any)
+        return;
+    fx_shadow_sum *sums = calloc(cfg->nroutes, sizeof(*sums));
+    if (!sums)
+        return;
+    for (size_t i = 0; i < cfg->nroutes; i++)
+        if (cfg->routes[i].shadow)
+            fx_shadow_collect(s, cfg->routes[i].name, &sums[i]);
+    for (int f = 0; f < 5; f++) {
+        evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s counter\n", fam[f].name, fam[f].help, fam[f].name);
+        for (size_t i = 0; i < cfg->nroutes; i++) {
+            const fx_shadow_sum *x = &sums[i];
+            if (!cfg->routes[i].shadow)
+                continue;
+            int nk = f == 1 ? 3 : f == 2 ? FX_SHADOW_NERRORS : 1;
+            for (int k = 0; k < nk; k++) {
+                unsigned long v = f == 0 ? x->requests : f == 1 ? x->mismatches[k] : f == 2 ? x->errors[k]
+                                  : f == 3 ? x->skipped : x->body_too_large;
+                evbuffer_add_printf(b, "%s{route=", fam[f].name);
+                json_str(b, cfg->routes[i].name);
+                if (f == 1 || f == 2)
+                    evbuffer_add_printf(b, ",kind=\"%s\"", f == 1 ? fx_shadow_kind_names[k] : fx_shadow_error_names[k]);
+                evbuffer_add_printf(b, "} %lu\n", v);
+            }
+        }
+    }
+    free(sums);
+}
+
+/* GET /admin/shadow/{route}: the route's shadow figures and its first mismatching pairs. -1: no such
+ * route with `shadow` in the running config. */
+static int shadow_json(fx_server *s, fx_slice name, struct evbuffer *b)
+{
+    fx_config *cfg = fx_server_config(s);
+    const fx_route_conf *r = NULL;
+    for (size_t i = 0; i < cfg->nroutes && !r; i++)
+        if (cfg->routes[i].shadow && fx_slice_eq(name, fx_slice_cstr(cfg->routes[i].name)))
+            r = &cfg->routes[i];
+    if (!r) {
+        fx_config_unref(cfg);
+        return -1;
+    }
+    fx_shadow_sum *x = malloc(sizeof(*x));
+    if (!x) {
+        fx_config_unref(cfg);
+        return -1;
+    }
+    fx_shadow_collect(s, r->name, x);
+    evbuffer_add(b, "{\"route\":", 9);
+    json_str(b, r->name);
+    evbuffer_add(b, ",\"upstream\":", 12);
+    json_str(b, cfg->upstreams[r->shadow->upstream].name);
+    evbuffer_add_printf(b, ",\"percent\":%u,\"requests\":%lu,\"skipped\":%lu,\"body_too_large\":%lu,\"mismatches\":{",
+                        r->shadow->percent, x->requests, x->skipped, x->body_too_large);
+    for (int k = 0; k < 3; k++)
+        evbuffer_add_printf(b, "%s\"%s\":%lu", k ? "," : "", fx_shadow_kind_names[k], x->mismatches[k]);
+    evbuffer_add(b, "},\"errors\":{", 12);
+    for (int k = 0; k < FX_SHADOW_NERRORS; k++)
+        evbuffer_add_printf(b, "%s\"%s\":%lu", k ? "," : "", fx_shadow_error_names[k], x->errors[k]);
+    evbuffer_add(b, "},\"pairs\":[", 11);
+    for (unsigned i = 0; i < x->npairs; i++) {
+        const fx_shadow_pair *p = &x->pairs[i];
+        struct tm tm;
+        gmtime_r(&p->time.tv_sec, &tm);
+        evbuffer_add_printf(b, "%s{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"request_id\":", i ? "," : "",
+                            tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                            p->time.tv_nsec / 1000000);
+        json_str(b, p->request_id);
+        evbuffer_add(b, ",\"method\":", 10);
+        json_str(b, p->method);
+        evbuffer_add(b, ",\"path\":", 8);
+        json_str(b, p->path);
+        evbuffer_add_printf(b, ",\"primary_status\":%d,\"shadow_status\":%d,\"kinds\":[", p->primary_status,
+                            p->shadow_status);
+        for (int k = 0, n = 0; k < 3; k++)
+            if (p->kinds & (1u << k))
+                evbuffer_add_printf(b, "%s\"%s\"", n++ ? "," : "", fx_shadow_kind_names[k]);
+        evbuffer_add(b, "],\"diff\":", 9);
+        json_str(b, p->summary);
+        evbuffer_add(b, "}", 1);
+    }
+    evbuffer_add(b, "]}\n", 3);
+    free(x);
+    fx_config_unref(cfg);
+    return 0;
 }
 
 static void metrics_text(fx_server *s, struct evbuffer *b)
@@ -251,6 +405,7 @@ static void metrics_text(fx_server *s, struct evbuffer *b)
                             fx_jwt_reason_name((fx_jwt_reason)r), sum);
     }
     fx_jwks_metrics(s->jwks, cfg, b);
+    fx_health_metrics(s->health, cfg, b); /* target health, ejections, circuit breaker (health.h) */
     evbuffer_add_printf(b, "# HELP ficus_authz_decisions_total Authorization decisions (edge and decision API), "
                            "by route and decision (would_deny: audit mode let it through).\n"
                            "# TYPE ficus_authz_decisions_total counter\n");
@@ -276,6 +431,7 @@ static void metrics_text(fx_server *s, struct evbuffer *b)
     stats_sums(s, &st);
     request_metrics(&st, cfg, b);
     fx_stats_sums_free(&st);
+    shadow_metrics(s, cfg, b);
     fx_config_unref(cfg);
 }
 
@@ -520,8 +676,10 @@ static void upstreams_json(fx_server *s, struct evbuffer *b)
                 ADD_LIT(b, ",");
             addr_json(b, &u->targets[t]);
         }
-        evbuffer_add_printf(b, "],\"keepalive\":%u,\"connect_timeout_ms\":%" PRIu64 ",\"timeout_ms\":%" PRIu64 ",",
+        evbuffer_add_printf(b, "],\"keepalive\":%u,\"connect_timeout_ms\":%" PRIu64 ",\"timeout_ms\":%" PRIu64,
                             u->keepalive, u->connect_timeout_ms, u->timeout_ms);
+        fx_health_upstream_json(s->health, u, b); /* health, breaker, targets_state (health.h) */
+        ADD_LIT(b, ",");
         figures_json(b, x ? &x->last : &empty, secs, x ? x->requests : 0, x ? x->errors : 0);
         ADD_LIT(b, ",\"errors_by_kind\":{");
         for (unsigned k = 0; k < FX_STATS_NKINDS; k++)
@@ -672,6 +830,16 @@ static void handle(admin_conn *c, const fx_http_msg *m, const char *body, size_t
         fx_config *cfg = fx_server_config(s);
         fx_events_admin_json(s->events, cfg->events, b);
         fx_config_unref(cfg);
+        respond(c, 200, "application/json", b, keep);
+    } else if (fx_slice_starts_with(path, FX_SLICE_LIT("/admin/shadow/"))) {
+        if (!get)
+            goto not_allowed;
+        fx_slice name = fx_slice_make(path.p + 14, path.n - 14);
+        if (shadow_json(s, name, b) < 0) {
+            evbuffer_free(b);
+            problem(c, 404, "no route of the running config has that name and a shadow", keep);
+            return;
+        }
         respond(c, 200, "application/json", b, keep);
     } else if (fx_slice_eq(path, FX_SLICE_LIT("/authz/v1/check"))) {
         if (m->method != HTTP_POST)

@@ -15,8 +15,8 @@
  *  3. cross checks: duplicate route names, routes that can never match,
  *     listen addresses used twice, references between sections.
  *
- * The schema is whole: the keys of features not built yet (TLS, shadow,
- * fallback, retries, health, ...; enum fx_feature) are parsed and
+ * The schema is whole: the keys of features not built yet (TLS termination
+ * and TLS to upstreams; enum fx_feature) are parsed and
  * checked like the others by the "planned" builders further down, stored in
  * their config.h types, and then refused by check_keys() with "'KEY' is not
  * supported by this build yet" unless the feature is in FX_FEATURES_BUILT
@@ -1297,7 +1297,8 @@ static const planned_key log_planned[] = {{"decisions", FX_FEAT_POLICIES}, {NULL
 /* Features whose code is in this build (FX_FEAT_* bits): their keys are
  * accepted. A stage that builds one adds its bit here. */
 #define FX_FEATURES_BUILT                                                                                    \
-    (FX_FEAT_AUTH | FX_FEAT_JWKS_URI | FX_FEAT_POLICIES | FX_FEAT_EVENTS | FX_FEAT_SPLIT | FX_FEAT_REWRITE)
+    (FX_FEAT_AUTH | FX_FEAT_JWKS_URI | FX_FEAT_POLICIES | FX_FEAT_EVENTS | FX_FEAT_SPLIT | FX_FEAT_REWRITE \
+     | FX_FEAT_SHADOW | FX_FEAT_FALLBACK | FX_FEAT_RETRIES | FX_FEAT_HEALTH | FX_FEAT_BREAKER)
 
 /* Defined with the planned keys, further down. */
 static void build_listen_tls(cx *c, const ynode *n, const char *path, fx_listen_conf *l);

@@ -279,8 +279,10 @@ typedef struct fx_upstream_conf {
     fx_health_conf *health;
     fx_tls_client_conf *tls;
     fx_retries_conf *retries;     /* default for the routes to this upstream */
-    unsigned max_pending;         /* breaker: requests waiting for a connection; 0 = no limit */
-    unsigned max_connections;     /* breaker: open connections, all workers; 0 = no limit */
+    unsigned max_pending;         /* breaker: requests waiting for a connection; each worker enforces
+                                     ceil(limit / workers); 0 = no limit */
+    unsigned max_connections;     /* breaker: open connections to the upstream; each worker enforces
+                                     ceil(limit / workers); 0 = no limit */
 } fx_upstream_conf;
 
 enum fx_match_kind {

@@ -41,7 +41,9 @@
 #include "events.h"
 #include "http1.h"
 #include "log.h"
+#include "retry.h"
 #include "router.h"
+#include "shadow.h"
 #include "upstream.h"
 
 #define FX_HIGH_WATER (512 * 1024)
@@ -106,6 +108,12 @@ struct fx_conn {
     char *up_head;                /* serialized upstream head (arena), kept for one retry */
     size_t up_head_len;
     unsigned retried : 1;
+    /* retries and fallback (routes[].retries, routes[].fallback; "retries and fallback" below) */
+    unsigned body_kept : 1;       /* the whole body went upstream by reference: `stage` can send it again */
+    unsigned attempt_noted : 1;   /* the upstream's retry budget counted this request */
+    unsigned fell_back : 1;       /* on the route's fallback now (at most once per request) */
+    int fb_reason;                /* enum fx_retry_reason that sent it there */
+    unsigned tries;               /* retries made on the first upstream */
 
     /* upstream side */
     fx_upconn *up;
@@ -133,6 +141,10 @@ struct fx_conn {
     struct evbuffer *held;        /* the client's response, held until the ticket is back */
     fx_event_ticket *ticket;      /* submitted, not back yet */
     uint64_t ev_wait_ms;          /* when the wait for the ticket began */
+
+    /* shadow copy (routes[].shadow): the worker owns the exchange; this request feeds it the primary's answer */
+    fx_shadow_exchange *sh;
+    unsigned sh_decided : 1;      /* fx_shadow_start was asked (once per request, not again on a retry) */
 };
 
 static void client_process(fx_conn *c);
@@ -331,6 +343,10 @@ static void ev_end(fx_conn *c);
 static void end_request(fx_conn *c)
 {
     ev_end(c);
+    if (c->sh)
+        fx_shadow_primary_abandon(c->sh); /* no complete answer: the shadow's is not compared */
+    c->sh = NULL;
+    c->sh_decided = 0;
     if (c->up) {
         fx_upconn_free(c->up);
         c->up = NULL;
@@ -363,6 +379,9 @@ static void end_request(fx_conn *c)
     c->req_left = 0;
     memset(&c->req_chunked, 0, sizeof(c->req_chunked));
     c->req_done = c->req_body_started = c->retried = 0;
+    c->body_kept = c->attempt_noted = c->fell_back = 0;
+    c->fb_reason = 0;
+    c->tries = 0;
     c->up_head = NULL;
     c->up_head_len = 0;
     c->resp_left = 0;
@@ -483,25 +502,17 @@ static void ev_capture(fx_conn *c, const char *p, size_t n)
     }
 }
 
+static int ev_capture_piece(void *arg, const char *p, size_t n)
+{
+    fx_conn *c = arg;
+    ev_capture(c, p, n);
+    return c->ev_over;
+}
+
 /* The first n bytes of src, without consuming them. */
 static void ev_capture_buf(fx_conn *c, struct evbuffer *src, size_t n)
 {
-    struct evbuffer_ptr pos;
-    evbuffer_ptr_set(src, &pos, 0, EVBUFFER_PTR_SET);
-    while (n && !c->ev_over) {
-        struct evbuffer_iovec v[4];
-        int nv = evbuffer_peek(src, (ev_ssize_t)n, &pos, v, 4);
-        if (nv <= 0)
-            break;
-        if (nv > 4)
-            nv = 4;
-        for (int i = 0; i < nv && n; i++) {
-            size_t k = v[i].iov_len < n ? v[i].iov_len : n;
-            ev_capture(c, v[i].iov_base, k);
-            n -= k;
-            evbuffer_ptr_set(src, &pos, k, EVBUFFER_PTR_ADD);
-        }
-    }
+    fx_evbuffer_peek_each(src, n, ev_capture_piece, c);
 }
 
 static int ev_capturing_request(const fx_conn *c)
@@ -997,18 +1008,40 @@ static int serialize_upstream_head(fx_conn *c)
     return 0;
 }
 
+static int reattempt(fx_conn *c, int reason, int status, const char *what);
+
+/* Passive outlier detection (health.h): how the exchange with the current target went. */
+static void note_outcome(fx_conn *c, int ok)
+{
+    if (c->up)
+        fx_pool_outcome(c->up->pool, c->up->target, ok);
+}
+
 static void on_connect_timeout(evutil_socket_t fd, short what, void *arg)
 {
     fx_conn *c = arg;
     c->upstream_error = "connect_timeout";
     fx_log(FX_LOG_WARN, "upstream %s: connect to %s timed out", c->ups->name,
            c->ups->targets[c->up ? c->up->target : 0].text);
+    if (reattempt(c, FX_RETRY_R_CONNECT, 0, "connect timed out"))
+        return;
+    note_outcome(c, 0);
     reject(c, 504, "upstream connect timed out", 0);
 }
 
 static void set_response_timeout(fx_conn *c)
 {
     fx_sock_set_read_timeout(c->up->sock, c->ups->timeout_ms);
+}
+
+/* routes[].shadow: a copy of the head and the staged body (only a whole one) to the shadow upstream,
+ * before the stage moves to the primary. Nothing here waits for the shadow. */
+static void shadow_begin(fx_conn *c)
+{
+    c->sh_decided = 1;
+    if (c->match.route && c->match.route->shadow)
+        c->sh = fx_shadow_start(c->w, c->cfg, c->match.route, &c->req, c->up_head, c->up_head_len, c->stage,
+                                c->req_done, c->request_id);
 }
 
 /* Connects (or reuses) and queues the head. Returns -1 when the request was already answered. */
@@ -1019,9 +1052,27 @@ static int upstream_connect(fx_conn *c)
         reject(c, 503, "out of memory", 0);
         return -1;
     }
-    c->up = c->pool ? fx_pool_get(c->pool, &why) : NULL;
+    if (!c->sh_decided)
+        shadow_begin(c);
+    if (!c->attempt_noted && c->ups) {
+        c->attempt_noted = 1;
+        fx_stats_upstream_request(&c->w->stats, c->cfg, (int)(c->ups - c->cfg->upstreams), now_us());
+    }
+    int refused = 502;
+    c->up = c->pool ? fx_pool_acquire(c->pool, &why, &refused) : NULL;
+    if (!c->up && refused == 503) {
+        /* the circuit breaker (upstream.h): at once, never after a timeout; a retry or the fallback may
+         * still take it */
+        c->upstream_error = "overloaded";
+        if (reattempt(c, FX_RETRY_R_CONNECT, 0, why))
+            return 0;
+        reject(c, 503, why, 0);
+        return -1;
+    }
     if (!c->up) {
         c->upstream_error = "connect";
+        if (c->pool && reattempt(c, FX_RETRY_R_CONNECT, 0, why))
+            return 0;
         reject(c, 502, why, 0);
         return -1;
     }
@@ -1041,7 +1092,11 @@ static int upstream_connect(fx_conn *c)
     evbuffer_add(out, c->up_head, c->up_head_len);
     if (c->stage && evbuffer_get_length(c->stage)) {
         c->req_body_started = 1;
-        evbuffer_add_buffer(out, c->stage);
+        /* a whole body is sent by reference and stays in the stage for a retry or the fallback */
+        if (c->req_done && evbuffer_add_buffer_reference(out, c->stage) == 0)
+            c->body_kept = 1;
+        else
+            evbuffer_add_buffer(out, c->stage);
     }
     if (!c->req_done)
         pump_request_body(c); /* flushes */
@@ -1171,6 +1226,8 @@ static int resp_chunk_to_client(void *ctx, const char *p, size_t n)
     struct evbuffer *out = client_out(c);
     if (ev_capturing_response(c))
         ev_capture(c, p, n);
+    if (c->sh)
+        fx_shadow_primary_body(c->sh, p, n);
     if (c->resp_out == OUT_CHUNKED) {
         char hdr[24];
         int hl = snprintf(hdr, sizeof(hdr), "%zx\r\n", n);
@@ -1192,6 +1249,10 @@ static void response_complete(fx_conn *c)
         c->bytes_out += 5;
     }
     c->resp_done = 1;
+    if (c->sh) {
+        fx_shadow_primary_done(c->sh); /* both answers in: the worker compares, the client does not wait */
+        c->sh = NULL;
+    }
     if (c->ev_state == EV_CAPTURE)
         ev_emit(c, FX_CE_DATA_COMPLETE);
     if (holding(c)) {
@@ -1337,12 +1398,18 @@ static int pump_response(fx_conn *c)
         }
         if (c->resp.status < 200 && c->resp.status != 101)
             continue; /* interim responses (100, 103) are not passed on */
+        if (c->resp.status >= 500 && c->resp.status <= 599 &&
+            reattempt(c, FX_RETRY_R_5XX, c->resp.status, "answered 5xx"))
+            return 1; /* its body is not read: that connection is closed */
         c->resp_head_done = 1;
+        note_outcome(c, c->resp.status < 500);
         ev_response_head(c);
         if (write_response_head(c) < 0) {
             upstream_failed(c, 502, "out of memory", "internal");
             return 1;
         }
+        if (c->sh)
+            fx_shadow_primary_head(c->sh, &c->resp);
         if (c->resp.upgrade) {
             start_tunnel(c);
             return 1;
@@ -1365,6 +1432,8 @@ static int pump_response(fx_conn *c)
             size_t n = avail < c->resp_left ? avail : (size_t)c->resp_left;
             if (ev_capturing_response(c))
                 ev_capture_buf(c, in, n);
+            if (c->sh)
+                fx_shadow_primary_body_buf(c->sh, in, n);
             evbuffer_remove_buffer(in, out, n);
             c->resp_left -= n;
             c->bytes_out += n;
@@ -1403,6 +1472,8 @@ static int pump_response(fx_conn *c)
             } else {
                 if (ev_capturing_response(c))
                     ev_capture_buf(c, in, avail);
+                if (c->sh)
+                    fx_shadow_primary_body_buf(c->sh, in, avail);
                 c->bytes_out += avail;
                 evbuffer_add_buffer(out, in);
             }
@@ -1479,11 +1550,16 @@ static void access_log(fx_conn *c)
             }
         }
     }
+    char again[96] = ""; /* retries and fallback: "upstream" is the one that answered */
+    int agl = c->tries ? snprintf(again, sizeof(again), ",\"retries\":%u", c->tries) : 0;
+    if (c->fell_back && agl >= 0 && (size_t)agl < sizeof(again))
+        snprintf(again + agl, sizeof(again) - (size_t)agl, ",\"fallback\":true,\"fallback_reason\":\"%s\"",
+                 fx_retry_reason_names[c->fb_reason]);
     int n = snprintf(line, sizeof(line),
                      "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"request_id\":\"%.*s\","
                      "\"client\":\"%s\",\"method\":\"%.*s\",\"path\":\"%.*s\",\"route\":\"%s\","
                      "\"upstream\":\"%s\",\"status\":%d,\"bytes_in\":%" PRIu64
-                     ",\"bytes_out\":%" PRIu64 ",\"duration_us\":%" PRIu64 "%s%s%s%s%s%s%s%s%s%s%s%s}\n",
+                     ",\"bytes_out\":%" PRIu64 ",\"duration_us\":%" PRIu64 "%s%s%s%s%s%s%s%s%s%s%s%s%s}\n",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
                      tm.tm_sec, ts.tv_nsec / 1000000, (int)c->request_id.n, c->request_id.p,
                      c->client_ip, (int)ml, method, (int)pl, path, route, ups, c->status,
@@ -1494,7 +1570,7 @@ static void access_log(fx_conn *c)
                      c->auth_reason ? c->auth_reason : "", c->auth_reason ? "\"" : "",
                      c->authz ? ",\"authz\":\"" : "", c->authz ? c->authz : "",
                      c->authz ? "\",\"decision_id\":\"" : "", c->authz ? c->decision_id : "",
-                     c->authz ? "\"" : "");
+                     c->authz ? "\"" : "", again);
     if (n > 0 && (size_t)n < sizeof(line))
         fx_access_log_write(al, line, (size_t)n);
 }
@@ -1510,6 +1586,8 @@ static void record_request(fx_conn *c)
     const fx_config *cfg = c->cfg;
     fx_stats_req r = {.cfg = cfg, .route = -1, .upstream = -1, .status = c->status,
                       .duration_us = now - c->t0_us, .upstream_error = c->upstream_error};
+    r.fell_back = c->fell_back;
+    r.fallback_reason = c->fb_reason;
     if (cfg && c->match.route) {
         ptrdiff_t i = c->match.route - cfg->routes;
         r.route = i >= 0 && (size_t)i < cfg->nroutes ? (int)i : -1;
@@ -1571,6 +1649,8 @@ static void upstream_failed(fx_conn *c, int status, const char *detail, const ch
 {
     if (!c->upstream_error)
         c->upstream_error = kind;
+    if (strcmp(kind, "internal") != 0)
+        note_outcome(c, 0);
     if (c->up)
         fx_log(FX_LOG_WARN, "upstream %s (%s): %s [request %.*s]", c->ups->name,
                c->ups->targets[c->up->target].text, detail, (int)c->request_id.n,
@@ -1793,6 +1873,103 @@ static void retry_fresh(fx_conn *c)
     upstream_connect(c);
 }
 
+/* ---- retries and fallback (routes[].retries, upstreams.X.retries, routes[].fallback) ----------- */
+
+/* A new attempt of the request: the failed connection (with whatever it sent) is dropped, the response
+ * starts over, and the head (and a kept body) go out again — on the next target of the same pool, or
+ * on `to`, the fallback's pool. */
+static int attempt_again(fx_conn *c, fx_pool *to, const fx_upstream_conf *ups)
+{
+    note_outcome(c, 0);
+    if (c->up) {
+        fx_upconn_free(c->up); /* a 5xx's body is never read: closing is cheaper than an unbounded drain */
+        c->up = NULL;
+    }
+    if (c->up_timer)
+        evtimer_del(c->up_timer);
+    memset(&c->resp, 0, sizeof(c->resp));
+    memset(&c->resp_chunked, 0, sizeof(c->resp_chunked));
+    c->resp_left = 0;
+    c->resp_out = OUT_NONE;
+    c->resp_head_done = c->resp_any_byte = c->up_paused = 0;
+    c->upstream_error = NULL; /* the log and the metrics tell how the last attempt ended */
+    if (to) {
+        fx_pool_hold(to);
+        if (c->pool)
+            fx_pool_release(c->pool);
+        c->pool = to;
+        c->ups = ups;
+        c->up_head = NULL;      /* re-made: without a client Host it names this upstream's target */
+        c->attempt_noted = 0;   /* a first attempt for the fallback's budget */
+    }
+    upstream_connect(c);
+    return 1;
+}
+
+/* The worker's pool of the upstream named like cfg's upstream `ui` (pools follow the worker's snapshot,
+ * which a reload may have moved past the request's). */
+static fx_pool *pool_named(fx_conn *c, int ui)
+{
+    if (c->cfg == c->w->cfg)
+        return (size_t)ui < c->w->npools ? c->w->pools[ui] : NULL;
+    const char *name = c->cfg->upstreams[ui].name;
+    for (size_t i = 0; i < c->w->npools; i++)
+        if (c->w->pools[i] && !strcmp(c->w->pools[i]->conf->name, name))
+            return c->w->pools[i];
+    return NULL;
+}
+
+/*
+ * An attempt failed (reason: enum fx_retry_reason; status: the 5xx) before anything of its response
+ * reached the client. Retries first: the same upstream's next target, while the route's retries (else
+ * the upstream's) list the reason, attempts remain and the upstream's budget (retry.h) allows; then
+ * the route's fallback, once. Returns 1 when a new attempt was made (which may itself have answered
+ * the request: touch nothing after), 0 when the caller fails the request as it would have.
+ *
+ * Only a request that can be sent again whole: no body, or a body that was complete in the stage
+ * when the upstream was contacted (a streamed body is gone). Retries: idempotent methods only (GET,
+ * HEAD, OPTIONS, PUT, DELETE: RFC 9110 §9.2.2; TRACE is left out, a gateway has no reason to repeat
+ * it). The fallback: idempotent methods, and other methods only after a connect failure, when not
+ * a byte of the request reached the primary.
+ */
+static int reattempt(fx_conn *c, int reason, int status, const char *what)
+{
+    const fx_route_conf *r = c->match.route;
+    if (!r || !c->cfg || !c->ups || c->state != CS_PROXY || c->resp_started || c->resp_done || !c->req_done)
+        return 0;
+    if (c->req.body != FX_BODY_NONE && !c->body_kept)
+        return 0;
+    int idem = fx_http_method_idempotent(c->req.method);
+    const char *target = c->up ? c->ups->targets[c->up->target].text : "its next target";
+    if (idem && !c->fell_back) {
+        const fx_retries_conf *rc = r->retries ? r->retries : c->ups->retries;
+        if (rc && c->tries < rc->attempts && fx_retry_wants(rc, reason, status)) {
+            if (fx_stats_retry(&c->w->stats, c->cfg, (int)(c->ups - c->cfg->upstreams), reason, now_us())) {
+                c->tries++;
+                fx_log(FX_LOG_WARN, "upstream %s (%s) %s; retry %u of %u on its next target [request %.*s]",
+                       c->ups->name, target, what, c->tries, rc->attempts, (int)c->request_id.n, c->request_id.p);
+                return attempt_again(c, NULL, NULL);
+            }
+            fx_log(FX_LOG_WARN, "upstream %s (%s) %s; not retried: its retry budget (%d%% of the requests of the "
+                                "last %d s, at least %d) is spent [request %.*s]",
+                   c->ups->name, target, what, FX_RETRY_BUDGET_PERCENT, FX_RETRY_BUDGET_SECONDS,
+                   FX_RETRY_BUDGET_MIN, (int)c->request_id.n, c->request_id.p);
+        }
+    }
+    if (r->fallback < 0 || (size_t)r->fallback >= c->cfg->nupstreams || c->fell_back ||
+        !(idem || reason == FX_RETRY_R_CONNECT))
+        return 0;
+    const fx_upstream_conf *fb = &c->cfg->upstreams[r->fallback];
+    fx_pool *to = fb != c->ups ? pool_named(c, r->fallback) : NULL; /* a split's side may be the fallback */
+    if (!to)
+        return 0;
+    c->fell_back = 1;
+    c->fb_reason = reason;
+    fx_log(FX_LOG_WARN, "upstream %s (%s) %s; route %s falls back to upstream %s [request %.*s]", c->ups->name,
+           target, what, r->name, fb->name, (int)c->request_id.n, c->request_id.p);
+    return attempt_again(c, to, fb);
+}
+
 static void on_up_event(fx_sock *s, int what, void *arg)
 {
     fx_conn *c = arg;
@@ -1803,7 +1980,7 @@ static void on_up_event(fx_sock *s, int what, void *arg)
         return;
     }
     if (what & FX_SOCK_CONNECTED) {
-        c->up->connected = 1;
+        fx_upconn_connected(c->up);
         if (c->up_timer)
             evtimer_del(c->up_timer);
         if (c->req_done)
@@ -1811,6 +1988,8 @@ static void on_up_event(fx_sock *s, int what, void *arg)
         return;
     }
     if (what & FX_SOCK_TIMEOUT) {
+        if (!c->resp_head_done && reattempt(c, FX_RETRY_R_TIMEOUT, 0, "did not respond within upstreams.timeout"))
+            return;
         c->upstream_error = "timeout";
         upstream_failed(c, 504, "upstream did not respond within upstreams.timeout", "timeout");
         return;
@@ -1829,6 +2008,8 @@ static void on_up_event(fx_sock *s, int what, void *arg)
             retry_fresh(c);
             return;
         }
+        if (!c->resp_head_done && reattempt(c, FX_RETRY_R_RESET, 0, "closed the connection before the response"))
+            return;
         upstream_failed(c, 502,
                         c->resp_head_done ? "upstream closed the connection mid-response"
                         : c->resp_any_byte ? "upstream closed the connection mid-head"
@@ -1842,6 +2023,9 @@ static void on_up_event(fx_sock *s, int what, void *arg)
             retry_fresh(c);
             return;
         }
+        if (!c->resp_head_done && reattempt(c, c->up->connected ? FX_RETRY_R_RESET : FX_RETRY_R_CONNECT, 0,
+                                            c->up->connected ? "reset the connection" : "refused the connection"))
+            return;
         char detail[160];
         const char *kind = c->up->connected ? "reset" : "connect";
         snprintf(detail, sizeof(detail), "%s: %s",

@@ -13,6 +13,8 @@
  *   on_ctl            a worker's mailbox: drain / stop / reload / keys / events bits
  *   on_keys           main thread: new jwks_uri key sets (jwks.c) into every
  *                     worker's mailbox
+ *   health            the active checks (health.c) run on the main thread's
+ *                     event_base from fx_server_run; a reload reconfigures them
  *
  * The kernel spreads new connections over the workers' sockets; a worker
  * never touches another's connections, pools or buffers. In-flight requests
@@ -41,9 +43,11 @@
 
 #include "admin.h"
 #include "events.h"
+#include "health.h"
 #include "jwks.h"
 #include "log.h"
 #include "proxy.h"
+#include "shadow.h"
 #include "upstream.h"
 
 fx_config *fx_server_config(fx_server *s)
@@ -207,6 +211,7 @@ static void worker_reload(fx_worker *w, unsigned gen)
     if (fx_stats_bind(&w->stats, n) < 0)
         fx_log(FX_LOG_ERROR, "worker %u: out of memory re-binding request metrics; this worker's requests "
                              "are not counted until the next reload", w->id);
+    fx_shadow_bind(w->shadow, n); /* shadow counters of routes that are gone go with them */
     w->cfg = n;
     fx_config_unref(o);
     atomic_store(&w->reload_acked, gen);
@@ -256,6 +261,7 @@ static void *worker_main(void *arg)
     event_base_dispatch(w->base);
     on_ev_flush(-1, 0, w); /* a loop stopped mid-turn: its events still go */
     fx_proxy_close_all(w);
+    fx_shadow_close_all(w->shadow); /* after the clients: their exchanges are let go first */
     for (size_t i = 0; i < w->npools; i++)
         fx_pool_close_idle(w->pools[i]);
     free_listeners(w);
@@ -354,6 +360,10 @@ int fx_server_start(fx_server *s, fx_config *cfg, const char *config_path)
         fx_log(FX_LOG_ERROR, "cannot create the jwks_uri fetcher: %s", strerror(errno));
         return -1;
     }
+    if (!(s->health = fx_health_new(s->nworkers))) {
+        fx_log(FX_LOG_ERROR, "cannot create the upstream health registry: out of memory");
+        return -1;
+    }
     if (fx_access_log_open(&s->access, cfg->log.access, cfg->log.access_file) < 0) {
         fx_log(FX_LOG_ERROR, "log.access: cannot open '%s': %s", cfg->log.access_file,
                strerror(errno));
@@ -420,6 +430,10 @@ int fx_server_start(fx_server *s, fx_config *cfg, const char *config_path)
             break;
         }
         w->authn.bell = fx_jwks_get_bell(s->jwks);
+        if (!(w->shadow = fx_shadow_worker_new())) {
+            rc = -1;
+            break;
+        }
         w->base = event_base_new_with_config(ec);
         w->pools = calloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof(*w->pools));
         w->listeners = calloc(cfg->nlistens ? cfg->nlistens : 1, sizeof(*w->listeners));
@@ -648,6 +662,7 @@ int fx_server_reload(fx_server *s, fx_diags *d)
     atomic_store(&s->reload_gen_published, s->reload_gen);
     tell_workers(s, FX_CTL_RELOAD);
     fx_jwks_configure(s->jwks, n); /* unchanged jwks_uri keep their keys; new ones are fetched */
+    fx_health_configure(s->health, s->main_base, n); /* unchanged checks keep their counters */
     if (s->admin)
         fx_admin_commit(s->admin, n);
     size_t npol = n->policies ? fx_policy_set_count(n->policies->set) : 0;
@@ -809,6 +824,9 @@ int fx_server_run(fx_server *s)
             fx_admin_free(s->admin);
             s->admin = NULL;
         }
+        /* active health checks: from now on, beside the key fetches */
+        if (s->admin)
+            fx_health_configure(s->health, s->main_base, cfg);
         if (!s->admin) {
             fx_jwks_stop(s->jwks);
             fx_config_unref(cfg);
@@ -836,6 +854,7 @@ int fx_server_run(fx_server *s)
     fx_admin_free(s->admin);
     s->admin = NULL;
     fx_jwks_stop(s->jwks);
+    fx_health_stop(s->health);
     fx_log(FX_LOG_INFO, "stopped");
     return 0;
 }
@@ -900,6 +919,8 @@ void fx_server_free(fx_server *s)
                 fx_config_unref(w->cfg);
             fx_authn_worker_free(&w->authn);
             fx_stats_free(&w->stats);
+            fx_shadow_worker_free(w->shadow); /* its exchanges were closed by worker_main */
+            w->shadow = NULL;
         }
         free(s->workers);
         s->workers = NULL;
@@ -908,6 +929,8 @@ void fx_server_free(fx_server *s)
     s->admin = NULL;
     fx_jwks_free(s->jwks); /* the workers are gone: nobody rings its bell any more */
     s->jwks = NULL;
+    fx_health_free(s->health); /* after the pools: they held its states */
+    s->health = NULL;
     if (s->main_base)
         event_base_free(s->main_base);
     s->main_base = NULL;

@@ -66,10 +66,12 @@ typedef struct fx_worker {
     struct fx_event_ticket *ev_out, *ev_out_oldest; /* made this loop turn, newest first: handed over
                                                      together at the end of the turn (ev_flush) */
     struct event *ev_flush;
+    struct fx_shadow_worker *shadow; /* shadow exchanges and their counters (shadow.h) */
 } fx_worker;
 
 struct fx_admin;
 struct fx_jwks;
+struct fx_health;
 struct fx_events;
 struct fx_event_ticket;
 
@@ -94,6 +96,8 @@ struct fx_server {
     uint64_t api_rng[2];          /* its decision ids */
     struct fx_admin *admin;
     struct fx_jwks *jwks;         /* jwks_uri fetcher (main thread); its bell is rung by workers */
+    struct fx_health *health;     /* target health states (pools read them) and the active checker
+                                     (main thread) */
     int watch;                    /* --watch: reload when the file changes */
     uint64_t drain_started_ms;    /* CLOCK_MONOTONIC ms of the SIGTERM/SIGINT that began the drain; 0: none */
     struct fx_events *events;     /* the events thread, when the config has `events` (started at start or

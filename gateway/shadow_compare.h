@@ -5,7 +5,7 @@
  * `shadow.ignore` taking JSON paths and header names out.
  *
  * Pure functions of their inputs (jansson parses JSON bodies): no libevent,
- * callable from any thread. The proxy's shadow path (not built yet) calls
+ * callable from any thread. The shadow exchange (shadow.c) calls
  * fx_shadow_compare once both answers are in.
  */
 #ifndef FX_SHADOW_COMPARE_H

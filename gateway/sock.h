@@ -94,4 +94,31 @@ static inline size_t fx_sock_pending(const fx_sock *s)
     return evbuffer_get_length(s->out);
 }
 
+/*
+ * Hands the first n bytes of src to fn, piece by piece as they lie in its
+ * chains, without consuming or copying them (a body being captured while it
+ * is forwarded). fn returns 0 to go on, anything else to stop early.
+ */
+static inline void fx_evbuffer_peek_each(struct evbuffer *src, size_t n, int (*fn)(void *arg, const char *p, size_t len),
+                                         void *arg)
+{
+    struct evbuffer_ptr pos;
+    evbuffer_ptr_set(src, &pos, 0, EVBUFFER_PTR_SET);
+    while (n) {
+        struct evbuffer_iovec v[4];
+        int nv = evbuffer_peek(src, (ev_ssize_t)n, &pos, v, 4);
+        if (nv <= 0)
+            return;
+        if (nv > 4)
+            nv = 4;
+        for (int i = 0; i < nv && n; i++) {
+            size_t k = v[i].iov_len < n ? v[i].iov_len : n;
+            if (fn(arg, v[i].iov_base, k))
+                return;
+            n -= k;
+            evbuffer_ptr_set(src, &pos, k, EVBUFFER_PTR_ADD);
+        }
+    }
+}
+
 #endif

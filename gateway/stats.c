@@ -8,6 +8,8 @@
  *                       pushed at the head of the worker's lists without the lock
  *   binding             fx_stats_bind: route maps for a config, cells kept by name
  *   recording           fx_stats_record: one request → its pair's cell and its upstream's
+ *   retries             fx_stats_upstream_request / fx_stats_retry: the upstream's retry budget
+ *                       (retry.h) and ficus_retries_total; fallbacks are counted by fx_stats_record
  *   summing             fx_stats_collect*: every worker's cells merged by name (admin)
  *   reading             fx_stats_quantile, fx_stats_window_seconds
  *
@@ -28,8 +30,8 @@ static const uint64_t dur_bounds_us[FX_STATS_DUR_BOUNDS] = {500,    1000,    250
                                                             25000,  50000,   100000,  250000,  500000,
                                                             1000000, 2500000, 5000000, 10000000, 30000000};
 
-const char *const fx_stats_error_kind_names[FX_STATS_NKINDS] = {"connect", "connect_timeout", "reset",   "timeout",
-                                                                "malformed", "internal",      "other"};
+const char *const fx_stats_error_kind_names[FX_STATS_NKINDS] = {
+    "connect", "connect_timeout", "reset", "timeout", "malformed", "internal", "overloaded", "other"};
 
 #define RELAXED memory_order_relaxed
 
@@ -386,6 +388,8 @@ void fx_stats_record(fx_stats_worker *sw, const fx_stats_req *r, uint64_t now_us
     bump_ul(&side->dur[dur_bucket(r->duration_us)], 1);
     bump_ul(&side->dur_sum_us, r->duration_us);
     ring_add(side->ring, sec, error, bin);
+    if (r->fell_back && r->fallback_reason >= 0 && r->fallback_reason < FX_RETRY_NREASONS)
+        bump_ul(&side->fallbacks[r->fallback_reason], 1);
 
     if (up) {
         bump_ul(&up->requests, 1);
@@ -396,6 +400,39 @@ void fx_stats_record(fx_stats_worker *sw, const fx_stats_req *r, uint64_t now_us
             bump_ul(&up->kinds[kind], 1);
         ring_add(up->ring, sec, error, bin);
     }
+}
+
+/* The cell of upstream ui of cfg (a request's snapshot, maybe older than the bound one); NULL when it
+ * cannot be had. */
+static fx_stats_upstream *upstream_cell(fx_stats_worker *sw, const fx_config *cfg, int ui)
+{
+    if (!sw->inited || !sw->cfg || !cfg || ui < 0 || (size_t)ui >= cfg->nupstreams)
+        return NULL;
+    if (cfg != sw->cfg && (ui = upstream_index(sw->cfg, cfg->upstreams[ui].name)) < 0)
+        return NULL;
+    if (!sw->ups[ui])
+        sw->ups[ui] = new_upstream(sw, sw->cfg->upstreams[ui].name);
+    return sw->ups[ui];
+}
+
+void fx_stats_upstream_request(fx_stats_worker *sw, const fx_config *cfg, int ui, uint64_t now_us)
+{
+    fx_stats_upstream *u = upstream_cell(sw, cfg, ui);
+    if (u)
+        fx_retry_budget_request(&u->budget, now_us);
+}
+
+int fx_stats_retry(fx_stats_worker *sw, const fx_config *cfg, int ui, int reason, uint64_t now_us)
+{
+    fx_stats_upstream *u = upstream_cell(sw, cfg, ui);
+    if (!u || reason < 0 || reason >= FX_RETRY_NREASONS)
+        return 0;
+    if (!fx_retry_budget_take(&u->budget, now_us)) {
+        bump_ul(&u->budget_exhausted, 1);
+        return 0;
+    }
+    bump_ul(&u->retries[reason], 1);
+    return 1;
 }
 
 /* ---- summing (admin) ------------------------------------------------------------------------------ */
@@ -478,6 +515,8 @@ int fx_stats_collect(fx_stats_sums *s, fx_stats_worker *sw)
         for (unsigned i = 0; i <= FX_STATS_DUR_BOUNDS; i++)
             x->dur[i] += atomic_load_explicit(&c->dur[i], RELAXED);
         x->dur_sum_us += atomic_load_explicit(&c->dur_sum_us, RELAXED);
+        for (unsigned k = 0; k < FX_RETRY_NREASONS; k++)
+            x->fallbacks[k] += atomic_load_explicit(&c->fallbacks[k], RELAXED);
         ring_sum(&x->last, c->ring, now_sec);
     }
     for (fx_stats_upstream *c = atomic_load_explicit(&sw->upstreams, memory_order_acquire); c && rc == 0;
@@ -491,6 +530,9 @@ int fx_stats_collect(fx_stats_sums *s, fx_stats_worker *sw)
         x->errors += atomic_load_explicit(&c->errors, RELAXED);
         for (unsigned k = 0; k < FX_STATS_NKINDS; k++)
             x->kinds[k] += atomic_load_explicit(&c->kinds[k], RELAXED);
+        for (unsigned k = 0; k < FX_RETRY_NREASONS; k++)
+            x->retries[k] += atomic_load_explicit(&c->retries[k], RELAXED);
+        x->budget_exhausted += atomic_load_explicit(&c->budget_exhausted, RELAXED);
         ring_sum(&x->last, c->ring, now_sec);
     }
     pthread_mutex_unlock(&sw->lock);

@@ -31,6 +31,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "retry.h"
 
 /* --- latency bins of the last-minute ring --------------------------------------- */
 
@@ -58,6 +59,7 @@ enum fx_stats_error_kind {
     FX_STATS_ERR_TIMEOUT,         /* upstreams.timeout waiting for it */
     FX_STATS_ERR_MALFORMED,       /* a response head or body that is not valid HTTP/1.1 */
     FX_STATS_ERR_INTERNAL,        /* the gateway ran out of memory handling the response */
+    FX_STATS_ERR_OVERLOADED,      /* the circuit breaker refused it (max_pending, max_connections) */
     FX_STATS_ERR_OTHER,
     FX_STATS_NKINDS
 };
@@ -83,6 +85,7 @@ typedef struct fx_stats_side {
     atomic_ulong codes[FX_STATS_NCODES];
     atomic_ulong dur[FX_STATS_DUR_BOUNDS + 1]; /* not cumulative; the last is over the last bound */
     atomic_ulong dur_sum_us;
+    atomic_ulong fallbacks[FX_RETRY_NREASONS]; /* ended on the route's fallback (this upstream), by reason */
     fx_stats_second ring[FX_STATS_WINDOW];
 } fx_stats_side;
 
@@ -92,6 +95,9 @@ typedef struct fx_stats_upstream {
     char *name;
     atomic_ulong requests, errors;
     atomic_ulong kinds[FX_STATS_NKINDS];
+    atomic_ulong retries[FX_RETRY_NREASONS]; /* ficus_retries_total, by reason */
+    atomic_ulong budget_exhausted; /* retries the budget refused */
+    fx_retry_budget budget;       /* this worker's retry budget for the upstream (read by the worker only) */
     fx_stats_second ring[FX_STATS_WINDOW];
 } fx_stats_upstream;
 
@@ -132,6 +138,8 @@ typedef struct fx_stats_req {
     int status;                   /* sent to the client */
     uint64_t duration_us;         /* first byte of the head to the response complete */
     const char *upstream_error;   /* the access log's upstream_error, or NULL */
+    int fell_back;                /* it ended on its route's fallback (`upstream`), ... */
+    int fallback_reason;          /* ... because of this (enum fx_retry_reason) */
 } fx_stats_req;
 
 /* --- the worker side ---------------------------------------------------------------- */
@@ -146,6 +154,11 @@ int fx_stats_init(fx_stats_worker *sw, const fx_config *cfg, uint64_t now_us);
 int fx_stats_bind(fx_stats_worker *sw, const fx_config *cfg);
 /* Worker thread: one request ended. now_us: CLOCK_MONOTONIC (tests pass their own clock). */
 void fx_stats_record(fx_stats_worker *sw, const fx_stats_req *r, uint64_t now_us);
+/* Worker thread: a request's first attempt goes to upstream ui of cfg (the retry budget counts it). */
+void fx_stats_upstream_request(fx_stats_worker *sw, const fx_config *cfg, int ui, uint64_t now_us);
+/* Worker thread: may a request to upstream ui of cfg be retried (reason: enum fx_retry_reason)? 1: yes,
+ * counted as a retry; 0: the upstream's retry budget is spent (counted as such) or no cell could be had. */
+int fx_stats_retry(fx_stats_worker *sw, const fx_config *cfg, int ui, int reason, uint64_t now_us);
 /* After the worker thread is gone. A zeroed, never initialised struct is fine. */
 void fx_stats_free(fx_stats_worker *sw);
 
@@ -166,6 +179,7 @@ typedef struct fx_stats_side_sum {
     uint64_t requests, errors;    /* since start: all codes, 5xx */
     uint64_t dur[FX_STATS_DUR_BOUNDS + 1];
     uint64_t dur_sum_us;
+    uint64_t fallbacks[FX_RETRY_NREASONS];
     fx_stats_window last;
 } fx_stats_side_sum;
 
@@ -173,6 +187,8 @@ typedef struct fx_stats_upstream_sum {
     char *name;
     uint64_t requests, errors;
     uint64_t kinds[FX_STATS_NKINDS];
+    uint64_t retries[FX_RETRY_NREASONS];
+    uint64_t budget_exhausted;
     fx_stats_window last;
 } fx_stats_upstream_sum;
 

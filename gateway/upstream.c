@@ -1,7 +1,10 @@
 /*
  * upstream.c — per-worker keep-alive pools and round-robin (see upstream.h).
  *
- *   fx_pool_get     idle connection (LIFO, warmest first) or a new connect
+ *   pick_target     round-robin over the usable targets (health.h), all when none is
+ *   fx_pool_acquire idle connection (LIFO, warmest first) or a new connect, unless
+ *                   the circuit breaker refuses (per-worker share of the limits)
+ *   fx_pool_outcome passive outlier detection: each exchange's result (health.c)
  *   fx_pool_put     back to the idle list, bounded by `keepalive`
  *   on_idle_*       an idle connection that speaks or closes is dropped
  */
@@ -12,10 +15,18 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "health.h"
 #include "log.h"
+
+static fx_health *registry(const fx_pool *p)
+{
+    return p->worker && p->worker->server ? p->worker->server->health : NULL;
+}
 
 fx_pool *fx_pool_new(fx_worker *w, fx_config *cfg, const fx_upstream_conf *conf)
 {
@@ -28,7 +39,10 @@ fx_pool *fx_pool_new(fx_worker *w, fx_config *cfg, const fx_upstream_conf *conf)
     /* spread workers over targets so they do not all start on the first */
     p->rr = w->id;
     p->idle = calloc(conf->ntargets ? conf->ntargets : 1, sizeof(*p->idle));
+    /* NULL (no registry, out of memory): this pool runs without health and breaker counters */
+    p->health = fx_health_state_get(registry(p), conf);
     if (!p->idle) {
+        fx_health_state_put(registry(p), p->health);
         fx_config_unref(p->cfg);
         free(p);
         return NULL;
@@ -100,6 +114,8 @@ void fx_upconn_free(fx_upconn *c)
         idle_unlink(c);
     else
         p->inflight--;
+    if (c->pending)
+        p->connecting--;
     fx_sock_free(c->sock);
     free(c);
     pool_maybe_free(p);
@@ -122,6 +138,7 @@ void fx_pool_free(fx_pool *p)
     p->retired = 0; /* no recursion from the frees below */
     fx_pool_close_idle(p);
     free(p->idle);
+    fx_health_state_put(registry(p), p->health);
     fx_config_unref(p->cfg); /* last: close_idle read p->conf */
     free(p);
 }
@@ -137,10 +154,95 @@ static void on_idle_event(fx_sock *s, int what, void *arg)
     fx_upconn_free(arg);
 }
 
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* The next target in round-robin order that is not down or ejected; if all are, the next one. */
+static size_t pick_target(fx_pool *p)
+{
+    size_t n = p->conf->ntargets;
+    size_t first = p->rr++ % n;
+    fx_health_state *st = p->health;
+    if (!st || st->ntargets != n || p->worker->id >= st->nworkers)
+        return first;
+    uint64_t now = 0;
+    for (size_t k = 0; k < n; k++) {
+        size_t t = (first + k) % n;
+        if (atomic_load_explicit(&st->down[t], memory_order_relaxed))
+            continue;
+        /* this worker's own slot: only it writes the ejection, so it may clear an expired one */
+        _Atomic uint64_t *until = &st->slots[p->worker->id * n + t].ejected_until_ms;
+        uint64_t u = atomic_load_explicit(until, memory_order_relaxed);
+        if (u) {
+            if (!now)
+                now = now_ms();
+            if (u > now)
+                continue;
+            atomic_store_explicit(until, 0, memory_order_relaxed);
+        }
+        p->rr += k; /* the next request starts after the target chosen */
+        return t;
+    }
+    return first; /* panic: every target is down or ejected; let the upstream answer */
+}
+
+void fx_pool_outcome(fx_pool *p, size_t target, int ok)
+{
+    if (p && p->health)
+        fx_health_outcome(p->health, p->worker->id, target, ok);
+}
+
+void fx_upconn_connected(fx_upconn *c)
+{
+    c->connected = 1;
+    if (c->pending) {
+        c->pending = 0;
+        c->pool->connecting--;
+    }
+}
+
+/* This worker's share of a breaker limit: ceil(limit / workers); 0 = no limit. */
+static unsigned share(const fx_pool *p, unsigned limit)
+{
+    unsigned n = p->worker && p->worker->server && p->worker->server->nworkers ? p->worker->server->nworkers : 1;
+    return limit ? (limit + n - 1) / n : 0;
+}
+
+static void close_one_idle(fx_pool *p)
+{
+    for (size_t t = 0; t < p->conf->ntargets; t++) {
+        if (p->idle[t]) {
+            fx_upconn_free(p->idle[t]);
+            return;
+        }
+    }
+}
+
+static const char *refuse(fx_pool *p, int limit, int *status)
+{
+    *status = 503;
+    if (p->health)
+        atomic_fetch_add_explicit(&p->health->breaker_open[limit], 1, memory_order_relaxed);
+    snprintf(p->refusal, sizeof(p->refusal), "upstream %s is overloaded (%s)", p->conf->name,
+             fx_breaker_limit_names[limit]);
+    return p->refusal;
+}
+
 fx_upconn *fx_pool_get(fx_pool *p, const char **why)
 {
+    int status;
+    return fx_pool_acquire(p, why, &status);
+}
+
+fx_upconn *fx_pool_acquire(fx_pool *p, const char **why, int *status)
+{
     const fx_upstream_conf *u = p->conf;
-    size_t t = p->rr++ % u->ntargets;
+    *status = 502;
+    size_t t = pick_target(p);
     if (p->idle[t]) {
         fx_upconn *c = p->idle[t];
         idle_unlink(c);
@@ -149,6 +251,20 @@ fx_upconn *fx_pool_get(fx_pool *p, const char **why)
         fx_sock_setcb(c->sock, NULL, NULL, NULL, NULL);
         fx_sock_set_read_timeout(c->sock, 0);
         return c;
+    }
+    /* a new connection: within this worker's share of the breaker limits? */
+    unsigned maxc = share(p, u->max_connections);
+    if (maxc && p->inflight + p->nidle >= maxc) {
+        if (!p->nidle) {
+            *why = refuse(p, FX_BREAKER_CONNECTIONS, status);
+            return NULL;
+        }
+        close_one_idle(p); /* an idle one to another target makes room */
+    }
+    unsigned maxp = share(p, u->max_pending);
+    if (maxp && p->connecting >= maxp) {
+        *why = refuse(p, FX_BREAKER_PENDING, status);
+        return NULL;
     }
     fx_upconn *c = calloc(1, sizeof(*c));
     if (!c) {
@@ -163,10 +279,15 @@ fx_upconn *fx_pool_get(fx_pool *p, const char **why)
     if (!c->sock) {
         /* immediate failure (no route, out of sockets); the caller answers 502 */
         free(c);
+        fx_pool_outcome(p, t, 0);
         *why = err == ECONNREFUSED ? "connection refused" : "cannot connect to upstream";
         return NULL;
     }
     c->connected = !c->sock->connecting;
+    if (!c->connected) {
+        c->pending = 1;
+        p->connecting++;
+    }
     p->inflight++;
     return c;
 }
@@ -178,6 +299,10 @@ void fx_pool_put(fx_pool *p, fx_upconn *c)
         return;
     }
     p->inflight--;
+    if (c->pending) {
+        c->pending = 0;
+        p->connecting--;
+    }
     c->pool = p;
     c->idle = 1;
     c->prev = NULL;

@@ -4,7 +4,23 @@
  * Each worker keeps, for each upstream, its own round-robin cursor and a
  * list of idle keep-alive connections (at most `keepalive`). A pooled
  * connection that the upstream closes, or that sends anything while idle,
- * is dropped at once. Nothing here is shared between threads.
+ * is dropped at once. Nothing here is shared between threads but the
+ * upstream's health state (health.h), read with relaxed atomic loads.
+ *
+ * Target choice: round-robin over the targets that are neither down (active
+ * checks) nor ejected by this worker (passive outlier detection); when none
+ * is left, over all of them (panic mode, as Envoy: better the upstream's own
+ * answer than a guess).
+ *
+ * Circuit breaker (upstreams.X.max_connections / max_pending), enforced per
+ * worker with each worker's share ceil(limit / workers):
+ *   max_connections  connections this worker has open to the upstream (busy,
+ *                    idle and connecting). At the limit, an idle connection
+ *                    to another target is closed to make room; with none
+ *                    idle the request is refused.
+ *   max_pending      requests waiting for their connection to be established.
+ * ficus never queues a request for a connection: over a limit it is answered
+ * 503 at once, never after a timeout.
  */
 #ifndef FX_UPSTREAM_H
 #define FX_UPSTREAM_H
@@ -24,7 +40,10 @@ struct fx_upconn {
     unsigned connected : 1;
     unsigned reused : 1;          /* came from the idle pool */
     unsigned idle : 1;
+    unsigned pending : 1;         /* counted in the pool's `connecting` until connected or freed */
 };
+
+struct fx_health_state;
 
 struct fx_pool {
     fx_worker *worker;
@@ -36,6 +55,9 @@ struct fx_pool {
     size_t rr;                    /* round-robin cursor: one step per request */
     fx_upconn **idle;             /* per target, most recently used first */
     unsigned nidle;               /* over all targets; bounded by conf->keepalive */
+    unsigned connecting;          /* handed out, connect not finished: the breaker's pending requests */
+    struct fx_health_state *health; /* shared with the other workers and the checker; NULL: none */
+    char refusal[200];            /* the last breaker refusal message */
 };
 
 fx_pool *fx_pool_new(fx_worker *w, fx_config *cfg, const fx_upstream_conf *conf);
@@ -59,6 +81,14 @@ int fx_pool_matches(const fx_pool *p, const fx_upstream_conf *conf);
  * sets the socket callbacks. NULL when even a socket cannot be made.
  */
 fx_upconn *fx_pool_get(fx_pool *p, const char **why);
+/* Same; *status says how to answer a NULL: 503 when the circuit breaker refused
+ * ("upstream X is overloaded (max_pending)"), else 502. */
+fx_upconn *fx_pool_acquire(fx_pool *p, const char **why, int *status);
+/* The connect of c finished (it no longer counts as pending). */
+void fx_upconn_connected(fx_upconn *c);
+/* What an exchange with target t brought (passive outlier detection): ok = a response
+ * below 500; a failure = connect failure or timeout, reset, timeout, malformed, 5xx. */
+void fx_pool_outcome(fx_pool *p, size_t target, int ok);
 /* Returns a healthy, fully read connection to the idle list (or frees it if full). */
 void fx_pool_put(fx_pool *p, fx_upconn *c);
 /* Closes and frees a connection that is not in the idle list. */
