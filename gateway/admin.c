@@ -588,6 +588,33 @@ static void side_figures_json(struct evbuffer *b, const fx_stats_side_sum *x, do
  * totals since start; `gateway` is what the gateway answered itself before forwarding (401, 403,
  * ...); the route's own figures cover all of it, and sides of earlier configs too.
  */
+/* ,"shadow":{...}: the route's shadow upstream and its comparison figures since start; mismatch_rate
+ * is mismatched / compared (answers that could not be compared — shadow errors, a failed primary —
+ * are not in it). The pairs themselves are at /admin/shadow/ROUTE. */
+static void route_shadow_json(fx_server *s, struct evbuffer *b, const fx_config *cfg, const fx_route_conf *r)
+{
+    fx_shadow_sum *sum = calloc(1, sizeof(*sum));
+    if (!sum)
+        return;
+    fx_shadow_collect(s, r->name, sum);
+    unsigned long errors = 0;
+    for (int k = 0; k < FX_SHADOW_NERRORS; k++)
+        errors += sum->errors[k];
+    ADD_LIT(b, ",\"shadow\":{\"upstream\":");
+    json_str(b, cfg->upstreams[r->shadow->upstream].name);
+    evbuffer_add_printf(b,
+                        ",\"percent\":%u,\"requests\":%lu,\"compared\":%lu,\"mismatched\":%lu,"
+                        "\"mismatches\":{\"status\":%lu,\"headers\":%lu,\"body\":%lu},\"errors\":%lu,"
+                        "\"skipped\":%lu",
+                        r->shadow->percent, sum->requests, sum->compared, sum->mismatched, sum->mismatches[0],
+                        sum->mismatches[1], sum->mismatches[2], errors, sum->skipped);
+    if (sum->compared)
+        evbuffer_add_printf(b, ",\"mismatch_rate\":%.4f}", (double)sum->mismatched / (double)sum->compared);
+    else
+        ADD_LIT(b, ",\"mismatch_rate\":null}");
+    free(sum);
+}
+
 static void routes_json(fx_server *s, struct evbuffer *b)
 {
     fx_config *cfg = fx_server_config(s);
@@ -646,6 +673,8 @@ static void routes_json(fx_server *s, struct evbuffer *b)
         }
         ADD_LIT(b, "},");
         figures_json(b, &all, secs, requests, errors);
+        if (r->shadow)
+            route_shadow_json(s, b, cfg, r);
         ADD_LIT(b, "}");
     }
     ADD_LIT(b, "],\"unrouted\":{");

@@ -112,6 +112,7 @@ struct fx_conn {
     unsigned body_kept : 1;       /* the whole body went upstream by reference: `stage` can send it again */
     unsigned attempt_noted : 1;   /* the upstream's retry budget counted this request */
     unsigned fell_back : 1;       /* on the route's fallback now (at most once per request) */
+    unsigned overloaded : 1;      /* the circuit breaker refused the last attempt: no retry into it */
     int fb_reason;                /* enum fx_retry_reason that sent it there */
     unsigned tries;               /* retries made on the first upstream */
 
@@ -379,7 +380,7 @@ static void end_request(fx_conn *c)
     c->req_left = 0;
     memset(&c->req_chunked, 0, sizeof(c->req_chunked));
     c->req_done = c->req_body_started = c->retried = 0;
-    c->body_kept = c->attempt_noted = c->fell_back = 0;
+    c->body_kept = c->attempt_noted = c->fell_back = c->overloaded = 0;
     c->fb_reason = 0;
     c->tries = 0;
     c->up_head = NULL;
@@ -1052,8 +1053,6 @@ static int upstream_connect(fx_conn *c)
         reject(c, 503, "out of memory", 0);
         return -1;
     }
-    if (!c->sh_decided)
-        shadow_begin(c);
     if (!c->attempt_noted && c->ups) {
         c->attempt_noted = 1;
         fx_stats_upstream_request(&c->w->stats, c->cfg, (int)(c->ups - c->cfg->upstreams), now_us());
@@ -1064,6 +1063,7 @@ static int upstream_connect(fx_conn *c)
         /* the circuit breaker (upstream.h): at once, never after a timeout; a retry or the fallback may
          * still take it */
         c->upstream_error = "overloaded";
+        c->overloaded = 1; /* the same full upstream would refuse a retry too: only the fallback */
         if (reattempt(c, FX_RETRY_R_CONNECT, 0, why))
             return 0;
         reject(c, 503, why, 0);
@@ -1076,6 +1076,9 @@ static int upstream_connect(fx_conn *c)
         reject(c, 502, why, 0);
         return -1;
     }
+    c->overloaded = 0;
+    if (!c->sh_decided)
+        shadow_begin(c); /* the copy goes with the first attempt that got a connection */
     fx_sock_setcb(c->up->sock, on_up_read, on_up_write, on_up_event, c);
     c->up->sock->low_water = FX_LOW_WATER;
     fx_sock_read_enable(c->up->sock);
@@ -1090,6 +1093,7 @@ static int upstream_connect(fx_conn *c)
     }
     struct evbuffer *out = c->up->sock->out;
     evbuffer_add(out, c->up_head, c->up_head_len);
+    c->body_kept = 0;
     if (c->stage && evbuffer_get_length(c->stage)) {
         c->req_body_started = 1;
         /* a whole body is sent by reference and stays in the stage for a retry or the fallback */
@@ -1915,7 +1919,8 @@ static fx_pool *pool_named(fx_conn *c, int ui)
     const char *name = c->cfg->upstreams[ui].name;
     for (size_t i = 0; i < c->w->npools; i++)
         if (c->w->pools[i] && !strcmp(c->w->pools[i]->conf->name, name))
-            return c->w->pools[i];
+            /* the same targets too: c->ups (the request's config) indexes the pool's targets */
+            return fx_pool_matches(c->w->pools[i], &c->cfg->upstreams[ui]) ? c->w->pools[i] : NULL;
     return NULL;
 }
 
@@ -1941,7 +1946,7 @@ static int reattempt(fx_conn *c, int reason, int status, const char *what)
         return 0;
     int idem = fx_http_method_idempotent(c->req.method);
     const char *target = c->up ? c->ups->targets[c->up->target].text : "its next target";
-    if (idem && !c->fell_back) {
+    if (idem && !c->fell_back && !c->overloaded) {
         const fx_retries_conf *rc = r->retries ? r->retries : c->ups->retries;
         if (rc && c->tries < rc->attempts && fx_retry_wants(rc, reason, status)) {
             if (fx_stats_retry(&c->w->stats, c->cfg, (int)(c->ups - c->cfg->upstreams), reason, now_us())) {

@@ -42,7 +42,7 @@ struct fx_shadow_exchange {
     const fx_upstream_conf *ups;
     fx_pool *pool;                /* held */
     fx_upconn *up;
-    struct event *timer;          /* connect timeout */
+    struct event *timer;          /* connect timeout, then the whole answer's deadline */
     fx_arena arena;
     const char *head;             /* the request copy (arena), kept for one fresh retry */
     size_t head_len;
@@ -196,7 +196,7 @@ static void settle(fx_shadow_exchange *x)
         fx_shadow_route *cell = find_cell(x->sw, x->route->name);
         const fx_shadow_conf *sh = x->route->shadow;
         unsigned compare = sh->compare;
-        if (x->s_over || x->p_over) {
+        if ((compare & FX_SHADOW_BODY) && (x->s_over || x->p_over)) {
             compare &= ~(unsigned)FX_SHADOW_BODY;
             if (cell)
                 bump(&cell->body_too_large);
@@ -211,6 +211,11 @@ static void settle(fx_shadow_exchange *x)
         }
         fx_shadow_diff diff;
         unsigned kinds = fx_shadow_compare(compare, sh->ignore, sh->nignore, &pa, &sa, &diff);
+        if (cell) {
+            bump(&cell->compared);
+            if (kinds)
+                bump(&cell->mismatched);
+        }
         if (cell && kinds) {
             for (int k = 0; k < 3; k++)
                 if (kinds & (1u << k))
@@ -378,14 +383,22 @@ static void on_up_write(fx_sock *s, void *arg)
 }
 
 static int send_copy(fx_shadow_exchange *x);
+static void arm_deadline(fx_shadow_exchange *x);
+
+/* A copy sent again on a fresh connection may run twice at the shadow: only without a body and for
+ * an idempotent method (the proxy's own stale-connection retry has the same rule). */
+static int resendable(const fx_shadow_exchange *x)
+{
+    return x->body_len == 0 && fx_http_method_idempotent(x->method);
+}
 
 static void on_up_event(fx_sock *s, int what, void *arg)
 {
     fx_shadow_exchange *x = arg;
     if (what & FX_SOCK_CONNECTED) {
         fx_upconn_connected(x->up);
-        evtimer_del(x->timer);
         fx_sock_set_read_timeout(s, x->ups->timeout_ms);
+        arm_deadline(x);
         return;
     }
     if (what & FX_SOCK_TIMEOUT) {
@@ -399,7 +412,7 @@ static void on_up_event(fx_sock *s, int what, void *arg)
             shadow_complete(x);
             return;
         }
-        if (!x->s_any && x->up->reused && !x->retried) {
+        if (!x->s_any && x->up->reused && !x->retried && resendable(x)) {
             /* a pooled connection the shadow had closed: once more on a fresh one */
             x->retried = 1;
             fx_upconn_free(x->up);
@@ -411,7 +424,7 @@ static void on_up_event(fx_sock *s, int what, void *arg)
         return;
     }
     if (what & FX_SOCK_ERROR) {
-        if (!x->s_any && x->up->reused && !x->retried) {
+        if (!x->s_any && x->up->reused && !x->retried && resendable(x)) {
             x->retried = 1;
             fx_upconn_free(x->up);
             x->up = NULL;
@@ -426,7 +439,20 @@ static void on_connect_timeout(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    shadow_failed(arg, FX_SHADOW_ERR_CONNECT, "connect timed out (upstreams.connect_timeout)");
+    fx_shadow_exchange *x = arg;
+    if (x->up && (x->up->connected || x->up->reused))
+        shadow_failed(x, FX_SHADOW_ERR_TIMEOUT, "the whole answer did not come within upstreams.timeout");
+    else
+        shadow_failed(x, FX_SHADOW_ERR_CONNECT, "connect timed out (upstreams.connect_timeout)");
+}
+
+/* Once connected, the whole answer must be in within upstreams.timeout (a shadow that trickles bytes
+ * must not hold an exchange — and one of FX_SHADOW_MAX_LIVE — for ever). */
+static void arm_deadline(fx_shadow_exchange *x)
+{
+    uint64_t ms = x->ups->timeout_ms;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+    evtimer_add(x->timer, &tv);
 }
 
 /* Connects (or reuses) and queues the copy. Returns 1 when the exchange may be gone. */
@@ -446,6 +472,7 @@ static int send_copy(fx_shadow_exchange *x)
         evtimer_add(x->timer, &tv);
     } else {
         fx_sock_set_read_timeout(x->up->sock, x->ups->timeout_ms);
+        arm_deadline(x);
     }
     evbuffer_add(x->up->sock->out, x->head, x->head_len);
     if (x->body_len)
@@ -508,6 +535,8 @@ fx_shadow_exchange *fx_shadow_start(fx_worker *w, fx_config *cfg, const fx_route
     x->head_len = head_len;
     x->body = bc;
     x->body_len = body_len;
+    if (!(sh->compare & FX_SHADOW_BODY))
+        x->p_over = x->s_over = 1; /* bodies not compared: not kept either (read and dropped) */
     clock_gettime(CLOCK_REALTIME, &x->meta.time);
     snprintf(x->meta.request_id, sizeof(x->meta.request_id), "%.*s", (int)(request_id.n > 32 ? 32 : request_id.n),
              request_id.p ? request_id.p : "");
@@ -606,6 +635,8 @@ void fx_shadow_collect(fx_server *s, const char *name, fx_shadow_sum *out)
             out->body_too_large += ld(&r->body_too_large);
             for (int k = 0; k < 3; k++)
                 out->mismatches[k] += ld(&r->mismatches[k]);
+            out->compared += ld(&r->compared);
+            out->mismatched += ld(&r->mismatched);
             for (int k = 0; k < FX_SHADOW_NERRORS; k++)
                 out->errors[k] += ld(&r->errors[k]);
             /* keep the earliest FX_SHADOW_MAX_PAIRS over all workers, oldest first (insertion) */

@@ -73,6 +73,8 @@ typedef struct fx_shadow_route {
                                      FX_SHADOW_MAX_LIVE copies were already out */
     atomic_ulong body_too_large;  /* an answer over FX_SHADOW_MAX_BODY: bodies were not compared */
     atomic_ulong mismatches[3];
+    atomic_ulong compared;        /* both answers were in and were compared */
+    atomic_ulong mismatched;      /* of those, the ones that differed in any compared part */
     atomic_ulong errors[FX_SHADOW_NERRORS];
     fx_shadow_pair pairs[FX_SHADOW_MAX_PAIRS]; /* under `lock` */
     unsigned npairs;
@@ -125,6 +127,7 @@ void fx_shadow_primary_abandon(fx_shadow_exchange *x);
 typedef struct fx_shadow_sum {
     unsigned long requests, skipped, body_too_large;
     unsigned long mismatches[3];
+    unsigned long compared, mismatched;
     unsigned long errors[FX_SHADOW_NERRORS];
     fx_shadow_pair pairs[FX_SHADOW_MAX_PAIRS];
     unsigned npairs;

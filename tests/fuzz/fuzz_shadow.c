@@ -21,6 +21,8 @@
             abort();                                                                                                 \
     } while (0)
 
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *parts[10];

@@ -238,6 +238,13 @@ class ShadowTest(AdminMixin, fxtest.FxTestCase):
         self.assertEqual(self.admin(gw, "/admin/shadow/nope").status, 404)
         self.assertEqual(self.admin(gw, "/admin/shadow/r", method="POST").status, 405)
 
+        # the migration dashboard's view: /admin/routes carries the route's shadow figures
+        routes = {x["name"]: x for x in self.admin(gw, "/admin/routes").json()["routes"]}
+        sh = routes["r"]["shadow"]
+        self.assertEqual((sh["upstream"], sh["requests"], sh["compared"], sh["mismatched"]), ("shadow", 6, 6, 3))
+        self.assertEqual(sh["mismatches"], {"status": 1, "headers": 1, "body": 1})
+        self.assertEqual(sh["mismatch_rate"], 0.5)
+
     def test_only_the_first_20_pairs_are_kept(self):
         primary = PathUpstream(self, default=(200, J, b'{"a":1}'))
         shadow = PathUpstream(self, default=(500, J, b'{"a":1}'))
