@@ -258,6 +258,36 @@ static void request_metrics(const fx_stats_sums *st, const fx_config *cfg, struc
         evbuffer_add_printf(b, "} %" PRIu64 "\n", cum);
         i = j;
     }
+    evbuffer_add_printf(b, "# HELP ficus_upstream_request_duration_seconds The same durations by the upstream that "
+                           "answered (requests the gateway answered itself are not in it).\n"
+                           "# TYPE ficus_upstream_request_duration_seconds histogram\n");
+    for (size_t u = 0; u < cfg->nupstreams; u++) {
+        const char *name = cfg->upstreams[u].name;
+        uint64_t dur[FX_STATS_DUR_BOUNDS + 1] = {0}, sum_us = 0;
+        for (size_t i = 0; i < st->nsides; i++) {
+            if (!st->sides[i].upstream || strcmp(st->sides[i].upstream, name))
+                continue;
+            for (unsigned k = 0; k <= FX_STATS_DUR_BOUNDS; k++)
+                dur[k] += st->sides[i].dur[k];
+            sum_us += st->sides[i].dur_sum_us;
+        }
+        uint64_t cum = 0;
+        for (unsigned k = 0; k <= FX_STATS_DUR_BOUNDS; k++) {
+            cum += dur[k];
+            ADD_LIT(b, "ficus_upstream_request_duration_seconds_bucket{upstream=");
+            name_str(b, name);
+            if (k < FX_STATS_DUR_BOUNDS)
+                evbuffer_add_printf(b, ",le=\"%g\"} %" PRIu64 "\n", fx_stats_dur_bounds[k], cum);
+            else
+                evbuffer_add_printf(b, ",le=\"+Inf\"} %" PRIu64 "\n", cum);
+        }
+        ADD_LIT(b, "ficus_upstream_request_duration_seconds_sum{upstream=");
+        name_str(b, name);
+        evbuffer_add_printf(b, "} %.6f\n", (double)sum_us / 1e6);
+        ADD_LIT(b, "ficus_upstream_request_duration_seconds_count{upstream=");
+        name_str(b, name);
+        evbuffer_add_printf(b, "} %" PRIu64 "\n", cum);
+    }
     evbuffer_add_printf(b, "# HELP ficus_upstream_errors_total Requests an upstream failed, by upstream and kind "
                            "(the access log's upstream_error).\n"
                            "# TYPE ficus_upstream_errors_total counter\n");
