@@ -87,7 +87,27 @@ class MetricsBase(AdminMixin, fxtest.FxTestCase):
         self.assertEqual(r.status, status, f"GET {path}: {r!r}")
         return r
 
+    def settle(self):
+        """A worker counts a request just after its answer is written, so a reader that has its answer
+        can be a moment ahead of the counters: wait until the request count stops moving (≤ 2 s)."""
+        def total():
+            m = AdminMixin.metrics(self, self.gw)
+            return sum(v for k, v in m.items() if k.startswith("ficus_requests_total{"))
+        last, deadline = total(), time.monotonic() + 2
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            now = total()
+            if now == last:
+                return
+            last = now
+
+    def metrics(self, gw, port=None):
+        if gw is getattr(self, "gw", None) and port is None:
+            self.settle()
+        return AdminMixin.metrics(self, gw, port)
+
     def routes(self):
+        self.settle()
         r = self.admin(self.gw, "/admin/routes")
         self.assertEqual(r.status, 200, repr(r))
         self.assertEqual(r.header("content-type"), "application/json")
@@ -183,6 +203,8 @@ class RequestMetricsTest(MetricsBase):
         for i in range(100):
             fetch(self.gw.port, "GET", f"/split/{i}", timeout=10)
         self.get("/secure/x", 401)
+        # a worker counts a request just after its answer is written: wait for the last one
+        wait_until(lambda: self.routes()[1]["secure"]["total"]["requests"] >= 1, 5, 0.05)
         doc, routes = self.routes()
         self.assertEqual([x["name"] for x in doc["routes"]], ["ok", "half", "dead", "secure", "split", "ws"])
         self.assertGreater(doc["window_seconds"], 0)
