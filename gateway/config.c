@@ -52,6 +52,7 @@
 
 #include "arena.h"
 #include "llhttp.h"
+#include "tls.h"
 
 #define MAX_FILE_BYTES ((size_t)4 << 20)
 #define MAX_DEPTH 64       /* nesting of lists/mappings; the schema needs 7 */
@@ -338,10 +339,13 @@ static void tls_server_free(fx_tls_server_conf *t)
     free(t->key);
     free(t->ciphers);
     free(t->ciphersuites);
+    free(t->ocsp_response);
+    SSL_CTX_free(t->ctx);
     strv_free(t->alpn, t->nalpn);
     for (size_t i = 0; i < t->ncerts; i++) {
         free(t->certs[i].cert);
         free(t->certs[i].key);
+        free(t->certs[i].ocsp_response);
         strv_free(t->certs[i].server_names, t->certs[i].nserver_names);
     }
     free(t->certs);
@@ -358,6 +362,7 @@ static void upstream_planned_free(fx_upstream_conf *u)
         free(u->tls->server_name);
         free(u->tls->client_cert);
         free(u->tls->client_key);
+        SSL_CTX_free(u->tls->ctx);
     }
     free(u->tls);
     free(u->retries);
@@ -1298,7 +1303,8 @@ static const planned_key log_planned[] = {{"decisions", FX_FEAT_POLICIES}, {NULL
  * accepted. A stage that builds one adds its bit here. */
 #define FX_FEATURES_BUILT                                                                                    \
     (FX_FEAT_AUTH | FX_FEAT_JWKS_URI | FX_FEAT_POLICIES | FX_FEAT_EVENTS | FX_FEAT_SPLIT | FX_FEAT_REWRITE \
-     | FX_FEAT_SHADOW | FX_FEAT_FALLBACK | FX_FEAT_RETRIES | FX_FEAT_HEALTH | FX_FEAT_BREAKER)
+     | FX_FEAT_SHADOW | FX_FEAT_FALLBACK | FX_FEAT_RETRIES | FX_FEAT_HEALTH | FX_FEAT_BREAKER              \
+     | FX_FEAT_TLS_LISTEN | FX_FEAT_TLS_UPSTREAM)
 
 /* Defined with the planned keys, further down. */
 static void build_listen_tls(cx *c, const ynode *n, const char *path, fx_listen_conf *l);
@@ -2016,6 +2022,7 @@ static void build_upstream_tls(cx *c, const ynode *n, const char *path, fx_upstr
 {
     if (!want(c, n, Y_MAP, path))
         return;
+    size_t errors = c->errors;
     check_keys(c, n, path, utls_keys, NULL);
     fx_tls_client_conf *t = u->tls = cx_calloc(c, 1, sizeof(*t));
     if (!t)
@@ -2042,13 +2049,21 @@ static void build_upstream_tls(cx *c, const ynode *n, const char *path, fx_upstr
     if (!cc != !ck)
         node_err(c, cc ? map_key(n, "client_cert") : map_key(n, "client_key"),
                  "%s: 'client_cert' and 'client_key' go together (mutual TLS needs both)", path);
+    if (c->errors != errors)
+        return;
+    /* the context is made now, so `ficus check` and a reload see a bad file at its key */
+    fx_tls_error e;
+    if (!(t->ctx = fx_tls_client_ctx(t, &e))) {
+        const ynode *at = e.where[0] ? map_get(n, e.where) : NULL;
+        node_err(c, at ? at : n, "%s%s%s: %s", path, e.where[0] ? "." : "", e.where, e.msg);
+    }
 }
 
 /* --- planned: listen[].tls ------------------------------------------------------ */
 
 static const char *const ltls_keys[] = {"cert", "key", "min_version", "ciphers", "ciphersuites", "alpn",
-                                        "certificates", NULL};
-static const char *const sni_keys[] = {"cert", "key", "server_names", NULL};
+                                        "certificates", "session_tickets", "ocsp_response", NULL};
+static const char *const sni_keys[] = {"cert", "key", "server_names", "ocsp_response", NULL};
 
 /* The names a listener's SNI certificates serve, to find a name served twice. */
 typedef struct sni_name {
@@ -2067,6 +2082,8 @@ static void build_sni_cert(cx *c, const ynode *n, const char *path, fx_tls_cert_
         get_file(c, v, pkey(c, path, "cert"), &t->cert);
     if ((v = require(c, n, path, "key")))
         get_file(c, v, pkey(c, path, "key"), &t->key);
+    if ((v = map_get(n, "ocsp_response")))
+        get_file(c, v, pkey(c, path, "ocsp_response"), &t->ocsp_response);
     if (!(v = require(c, n, path, "server_names")))
         return;
     const char *npath = pkey(c, path, "server_names");
@@ -2103,6 +2120,22 @@ static void build_sni_cert(cx *c, const ynode *n, const char *path, fx_tls_cert_
     }
 }
 
+/* The node of "cert", "key", "certificates[1].cert" ... under a listener's tls map (the map if not found). */
+static const ynode *tls_err_node(const ynode *n, const char *where)
+{
+    const ynode *at = NULL;
+    size_t i;
+    char key[32];
+    if (sscanf(where, "certificates[%zu].%31s", &i, key) == 2) {
+        const ynode *list = map_get(n, "certificates");
+        if (list && list->type == Y_SEQ && i < list->n && list->kids[i]->type == Y_MAP)
+            at = map_get(list->kids[i], key);
+    } else if (where[0]) {
+        at = map_get(n, where);
+    }
+    return at ? at : n;
+}
+
 static void build_listen_tls(cx *c, const ynode *n, const char *path, fx_listen_conf *l)
 {
     static const char *const suites[] = {"TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384",
@@ -2112,16 +2145,22 @@ static void build_listen_tls(cx *c, const ynode *n, const char *path, fx_listen_
     static const char *const protos[] = {"http/1.1"};
     if (!want(c, n, Y_MAP, path))
         return;
+    size_t errors = c->errors;
     check_keys(c, n, path, ltls_keys, NULL);
     fx_tls_server_conf *t = l->tls = cx_calloc(c, 1, sizeof(*t));
     if (!t)
         return;
     t->min_version = 0x0303;
+    t->session_tickets = 1;
     const ynode *v;
     if ((v = require(c, n, path, "cert")))
         get_file(c, v, pkey(c, path, "cert"), &t->cert);
     if ((v = require(c, n, path, "key")))
         get_file(c, v, pkey(c, path, "key"), &t->key);
+    if ((v = map_get(n, "ocsp_response")))
+        get_file(c, v, pkey(c, path, "ocsp_response"), &t->ocsp_response);
+    if ((v = map_get(n, "session_tickets")))
+        get_bool(c, v, pkey(c, path, "session_tickets"), &t->session_tickets);
     if ((v = map_get(n, "min_version"))) {
         const char *mpath = pkey(c, path, "min_version");
         const char *s = get_str(c, v, mpath);
@@ -2191,6 +2230,12 @@ static void build_listen_tls(cx *c, const ynode *n, const char *path, fx_listen_
             build_sni_cert(c, v->kids[i], pidx(c, cpath, i), &t->certs[i], &seen, &nseen, i);
         free(seen);
     }
+    if (c->errors != errors || !t->cert || !t->key)
+        return;
+    /* the context is made now, so `ficus check` and a reload see a bad file at its key */
+    fx_tls_error e;
+    if (!(t->ctx = fx_tls_server_ctx(t, &e)))
+        node_err(c, tls_err_node(n, e.where), "%s%s%s: %s", path, e.where[0] ? "." : "", e.where, e.msg);
 }
 
 /* --- planned: route keys -------------------------------------------------------- */

@@ -88,6 +88,7 @@ typedef struct fx_tls_cert_conf {
     char *cert, *key;
     char **server_names;          /* lower-cased; "*.example.com" covers one label */
     size_t nserver_names;
+    char *ocsp_response;          /* DER OCSP response stapled for this certificate; NULL: none */
 } fx_tls_cert_conf;
 
 /* listen[].tls */
@@ -100,6 +101,9 @@ typedef struct fx_tls_server_conf {
     size_t nalpn;
     fx_tls_cert_conf *certs;      /* more certificates, selected by SNI */
     size_t ncerts;
+    int session_tickets;          /* default 1: resumption by tickets (tls.h: rotated keys) */
+    char *ocsp_response;          /* DER OCSP response stapled for `cert`; NULL: none */
+    struct ssl_ctx_st *ctx;       /* built at load (tls.c); SNI contexts hang on it */
 } fx_tls_server_conf;
 
 /* upstreams.X.tls */
@@ -108,6 +112,7 @@ typedef struct fx_tls_client_conf {
     char *ca;                     /* NULL: the system's trust store */
     char *server_name;            /* SNI and the name verified; NULL: the target's address */
     char *client_cert, *client_key; /* both or neither (mutual TLS) */
+    struct ssl_ctx_st *ctx;       /* built at load (tls.c) */
 } fx_tls_client_conf;
 
 /* upstreams.X.health */
@@ -254,7 +259,7 @@ typedef struct fx_events_conf {
 typedef struct fx_listen_conf {
     fx_addr addr;
     int line, col;
-    fx_tls_server_conf *tls;      /* NULL: plain TCP (planned: FX_FEAT_TLS_LISTEN) */
+    fx_tls_server_conf *tls;      /* NULL: plain TCP */
 } fx_listen_conf;
 
 typedef struct fx_limits_conf {

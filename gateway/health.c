@@ -13,15 +13,20 @@
  *                                passes in a row mark it up again
  *   fx_health_metrics / _upstream_json   what /metrics and /admin/upstreams say
  *
- * Probes are plain HTTP/1.1 over a bufferevent on the main thread's event_base:
- * "GET path", Connection: close, and only the status line is read.
+ * Probes are HTTP/1.1 over a bufferevent on the main thread's event_base:
+ * "GET path", Connection: close, and only the status line is read. An
+ * upstream with `tls` is probed over TLS (bufferevent_openssl) with its own
+ * context, name and verification, so a target whose certificate fails is down.
  */
 #include "health.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +34,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "tls.h"
 
 #define PROBE_MAX_STATUS_LINE 4096
 
@@ -56,6 +62,7 @@ struct check_set {
     uint64_t interval_ms, timeout_ms;
     unsigned healthy, unhealthy;
     fx_addr *addrs;               /* copies of the targets (text not owned: st->targets) */
+    fx_tls_client_conf tls;       /* tls.ctx: a reference, NULL for plain HTTP; server_name owned */
     struct event *tick;
     probe *probes;                /* [st->ntargets] */
 };
@@ -293,8 +300,16 @@ static void on_probe_event(struct bufferevent *bev, short what, void *arg)
     probe *p = arg;
     if (what & BEV_EVENT_CONNECTED)
         return;
-    char why[128];
-    if (what & BEV_EVENT_ERROR) {
+    char why[160];
+    SSL *ssl = p->set->tls.ctx ? bufferevent_openssl_get_ssl(bev) : NULL;
+    unsigned long tls_err = ssl ? bufferevent_get_openssl_error(bev) : 0;
+    long verify = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+    if ((what & BEV_EVENT_ERROR) && ssl && p->set->tls.verify && verify != X509_V_OK) {
+        snprintf(why, sizeof(why), "TLS: certificate verify failed: %s", X509_verify_cert_error_string(verify));
+    } else if ((what & BEV_EVENT_ERROR) && tls_err) {
+        const char *r = ERR_reason_error_string(tls_err);
+        snprintf(why, sizeof(why), "TLS: %s", r ? r : "handshake failed");
+    } else if (what & BEV_EVENT_ERROR) {
         int err = EVUTIL_SOCKET_ERROR();
         snprintf(why, sizeof(why), "%s", err ? strerror(err) : "connection failed");
     } else {
@@ -317,7 +332,16 @@ static void probe_start(probe *p)
     if (p->bev)
         return; /* the previous one is still out (its deadline ends it) */
     const fx_addr *a = &set->addrs[p->t];
-    p->bev = bufferevent_socket_new(set->h->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (set->tls.ctx) {
+        SSL *ssl = fx_tls_client_ssl(set->tls.ctx, &set->tls, a);
+        p->bev = ssl ? bufferevent_openssl_socket_new(set->h->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                                      BEV_OPT_CLOSE_ON_FREE)
+                     : NULL; /* frees ssl when it fails */
+        if (p->bev)
+            bufferevent_openssl_set_allow_dirty_shutdown(p->bev, 1);
+    } else {
+        p->bev = bufferevent_socket_new(set->h->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    }
     if (!p->bev) {
         probe_done(p, 0, "out of memory or sockets");
         return;
@@ -355,8 +379,26 @@ static void set_free(check_set *set)
     free(set->probes);
     free(set->addrs);
     free(set->path);
+    SSL_CTX_free(set->tls.ctx);
+    free(set->tls.server_name);
     fx_health_state_put(set->h, set->st);
     free(set);
+}
+
+/* The upstream's TLS settings of the current snapshot (a kept set takes the new context too). */
+static int set_tls(check_set *set, const fx_upstream_conf *u)
+{
+    SSL_CTX_free(set->tls.ctx);
+    free(set->tls.server_name);
+    memset(&set->tls, 0, sizeof(set->tls));
+    if (!u->tls || !u->tls->ctx)
+        return 0;
+    set->tls.verify = u->tls->verify;
+    if (u->tls->server_name && !(set->tls.server_name = strdup(u->tls->server_name)))
+        return -1;
+    SSL_CTX_up_ref(u->tls->ctx);
+    set->tls.ctx = u->tls->ctx;
+    return 0;
 }
 
 static check_set *set_new(fx_health *h, const fx_upstream_conf *u)
@@ -379,10 +421,10 @@ static check_set *set_new(fx_health *h, const fx_upstream_conf *u)
     set->addrs = calloc(n, sizeof(*set->addrs));
     set->probes = calloc(n, sizeof(*set->probes));
     set->tick = event_new(h->base, -1, EV_PERSIST, on_tick, set);
-    int ok = set->path && set->addrs && set->probes && set->tick;
+    int ok = set->path && set->addrs && set->probes && set->tick && set_tls(set, u) == 0;
     for (size_t t = 0; ok && t < u->ntargets; t++) {
         set->addrs[t] = u->targets[t];
-        set->addrs[t].text = NULL;
+        set->addrs[t].text = set->st->targets[t]; /* for the TLS name when there is no server_name */
         set->probes[t].set = set;
         set->probes[t].t = t;
         ok = (set->probes[t].deadline = evtimer_new(h->base, on_probe_deadline, &set->probes[t])) != NULL;
@@ -419,6 +461,8 @@ int fx_health_configure(fx_health *h, struct event_base *base, const fx_config *
             if (same_checks(*pp, u)) {
                 set = *pp;
                 *pp = set->next;
+                if (set_tls(set, u) < 0)
+                    fx_log(FX_LOG_ERROR, "upstream %s: out of memory; its health checks go without TLS", u->name);
                 break;
             }
         }

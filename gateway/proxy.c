@@ -44,6 +44,7 @@
 #include "retry.h"
 #include "router.h"
 #include "shadow.h"
+#include "tls.h"
 #include "upstream.h"
 
 #define FX_HIGH_WATER (512 * 1024)
@@ -965,7 +966,10 @@ static int serialize_upstream_head(fx_conn *c)
         o = PUT_LIT(o, ", ");
     }
     o = put(o, c->client_ip, strlen(c->client_ip));
-    o = PUT_LIT(o, "\r\nX-Forwarded-Proto: http\r\n");
+    if (c->sock->ssl)
+        o = PUT_LIT(o, "\r\nX-Forwarded-Proto: https\r\n");
+    else
+        o = PUT_LIT(o, "\r\nX-Forwarded-Proto: http\r\n");
     if (m->host.n) {
         o = PUT_LIT(o, "X-Forwarded-Host: ");
         o = put_s(o, m->host);
@@ -1559,11 +1563,15 @@ static void access_log(fx_conn *c)
     if (c->fell_back && agl >= 0 && (size_t)agl < sizeof(again))
         snprintf(again + agl, sizeof(again) - (size_t)agl, ",\"fallback\":true,\"fallback_reason\":\"%s\"",
                  fx_retry_reason_names[c->fb_reason]);
+    char tls[128] = ""; /* names from OpenSSL's tables: no escaping needed */
+    if (c->sock && c->sock->ssl)
+        snprintf(tls, sizeof(tls), ",\"tls_version\":\"%s\",\"tls_cipher\":\"%s\"", fx_tls_version(c->sock->ssl),
+                 fx_tls_cipher(c->sock->ssl));
     int n = snprintf(line, sizeof(line),
                      "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"request_id\":\"%.*s\","
                      "\"client\":\"%s\",\"method\":\"%.*s\",\"path\":\"%.*s\",\"route\":\"%s\","
                      "\"upstream\":\"%s\",\"status\":%d,\"bytes_in\":%" PRIu64
-                     ",\"bytes_out\":%" PRIu64 ",\"duration_us\":%" PRIu64 "%s%s%s%s%s%s%s%s%s%s%s%s%s}\n",
+                     ",\"bytes_out\":%" PRIu64 ",\"duration_us\":%" PRIu64 "%s%s%s%s%s%s%s%s%s%s%s%s%s%s}\n",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
                      tm.tm_sec, ts.tv_nsec / 1000000, (int)c->request_id.n, c->request_id.p,
                      c->client_ip, (int)ml, method, (int)pl, path, route, ups, c->status,
@@ -1574,7 +1582,7 @@ static void access_log(fx_conn *c)
                      c->auth_reason ? c->auth_reason : "", c->auth_reason ? "\"" : "",
                      c->authz ? ",\"authz\":\"" : "", c->authz ? c->authz : "",
                      c->authz ? "\",\"decision_id\":\"" : "", c->authz ? c->decision_id : "",
-                     c->authz ? "\"" : "", again);
+                     c->authz ? "\"" : "", again, tls);
     if (n > 0 && (size_t)n < sizeof(line))
         fx_access_log_write(al, line, (size_t)n);
 }
@@ -2024,6 +2032,15 @@ static void on_up_event(fx_sock *s, int what, void *arg)
     }
     if (what & FX_SOCK_ERROR) {
         int err = s->error;
+        if (s->ssl && s->tls_error[0] && !c->up->connected) {
+            /* the handshake failed: nothing of the request went out, so a retry or the fallback may take it */
+            char detail[200];
+            snprintf(detail, sizeof(detail), "TLS handshake with the upstream failed: %s", s->tls_error);
+            if (!c->resp_head_done && reattempt(c, FX_RETRY_R_CONNECT, 0, detail))
+                return;
+            upstream_failed(c, 502, detail, "tls");
+            return;
+        }
         if (!c->resp_any_byte && c->up->reused && !c->retried && !c->req_body_started) {
             retry_fresh(c);
             return;
@@ -2035,7 +2052,7 @@ static void on_up_event(fx_sock *s, int what, void *arg)
         const char *kind = c->up->connected ? "reset" : "connect";
         snprintf(detail, sizeof(detail), "%s: %s",
                  c->up->connected ? "upstream connection failed" : "cannot connect to upstream",
-                 strerror(err));
+                 s->tls_error[0] ? s->tls_error : strerror(err));
         upstream_failed(c, 502, detail, kind);
     }
 }
@@ -2129,7 +2146,7 @@ static void conn_free(fx_conn *c)
         event_base_loopexit(w->base, NULL);
 }
 
-void fx_proxy_accept(fx_worker *w, int fd, const struct sockaddr *sa, int salen)
+void fx_proxy_accept(fx_worker *w, int fd, const struct sockaddr *sa, int salen, struct ssl_ctx_st *tls)
 {
     fx_server *s = w->server;
     unsigned n = atomic_fetch_add_explicit(&s->nconns, 1, memory_order_relaxed) + 1;
@@ -2148,8 +2165,10 @@ void fx_proxy_accept(fx_worker *w, int fd, const struct sockaddr *sa, int salen)
                           "Content-Type: application/problem+json\r\nContent-Length: %d\r\n"
                           "X-Request-Id: %s\r\nConnection: close\r\n\r\n%s",
                           fx_worker_date(w), n1, rid, body);
-        ssize_t wr = send(fd, busy, (size_t)bl, MSG_NOSIGNAL | MSG_DONTWAIT);
-        (void)wr;
+        if (!tls) { /* over TLS a plaintext answer would be noise: just close */
+            ssize_t wr = send(fd, busy, (size_t)bl, MSG_NOSIGNAL | MSG_DONTWAIT);
+            (void)wr;
+        }
         evutil_closesocket(fd);
         atomic_fetch_sub_explicit(&s->nconns, 1, memory_order_relaxed);
         return;
@@ -2174,6 +2193,11 @@ void fx_proxy_accept(fx_worker *w, int fd, const struct sockaddr *sa, int salen)
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->sock = fx_sock_new(w->base, fd);
+    if (c->sock && tls && fx_sock_tls(c->sock, fx_tls_server_ssl(tls), 1) < 0) {
+        fx_sock_free(c->sock); /* closes fd */
+        c->sock = NULL;
+        fd = -1;
+    }
     c->timer = evtimer_new(w->base, on_timer, c);
     c->next = w->conns;
     if (w->conns)
@@ -2181,7 +2205,7 @@ void fx_proxy_accept(fx_worker *w, int fd, const struct sockaddr *sa, int salen)
     w->conns = c;
     w->nconns++;
     if (!c->sock || !c->timer) {
-        if (!c->sock)
+        if (!c->sock && fd >= 0)
             evutil_closesocket(fd);
         conn_free(c);
         return;

@@ -11,8 +11,11 @@
 
 #include "server.h"
 
+struct ssl_ctx_st;
+
 /* Takes ownership of an accepted socket. */
-void fx_proxy_accept(fx_worker *w, int fd, const struct sockaddr *sa, int salen);
+/* A connection accepted on a listener; tls: the listener's context (NULL: plain TCP). */
+void fx_proxy_accept(fx_worker *w, int fd, const struct sockaddr *sa, int salen, struct ssl_ctx_st *tls);
 /* Drain: close idle connections now, the busy ones after their current response. */
 void fx_proxy_drain(fx_worker *w);
 /* Hard stop: close everything now (drain period over, or shutting down). */

@@ -111,7 +111,13 @@ int fx_worker_random(fx_worker *w, unsigned char *out, size_t n)
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
                       void *arg)
 {
-    fx_proxy_accept(arg, fd, sa, salen);
+    fx_worker *w = arg;
+    struct ssl_ctx_st *tls = NULL;
+    /* the listeners follow the worker's snapshot, index for index */
+    for (size_t i = 0; i < w->nlisteners && i < w->cfg->nlistens; i++)
+        if (w->listeners[i] == l && w->cfg->listens[i].tls)
+            tls = w->cfg->listens[i].tls->ctx;
+    fx_proxy_accept(w, fd, sa, salen, tls);
 }
 
 static void on_accept_error(struct evconnlistener *l, void *arg)

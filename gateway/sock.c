@@ -6,6 +6,8 @@
  *                                   0 bytes → FX_SOCK_EOF, error → FX_SOCK_ERROR
  *   fx_sock_flush                   write now; arm EPOLLOUT only for what is left
  *   on_writable                     finish a connect, write the rest, on_drain
+ *   TLS                             fx_sock_tls, tls_handshake, tls_read, tls_write_some:
+ *                                   the same events and buffers over SSL_read/SSL_write
  *
  * Failures found inside fx_sock_flush are reported from the loop (via an
  * activated write event), never by calling back into the owner from the
@@ -19,13 +21,21 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "tls.h"
+
 static void on_readable(evutil_socket_t fd, short what, void *arg);
 static void on_writable(evutil_socket_t fd, short what, void *arg);
+static void tls_handshake(fx_sock *s);
+static void tls_read(fx_sock *s, int kicked);
+static int tls_write_some(fx_sock *s);
 
 static fx_sock *sock_wrap(struct event_base *base, int fd)
 {
@@ -105,9 +115,33 @@ void fx_sock_free(fx_sock *s)
         evbuffer_free(s->in);
     if (s->out)
         evbuffer_free(s->out);
+    if (s->ssl) {
+        if (!s->tls_hs && !s->failed && s->fd >= 0)
+            SSL_shutdown(s->ssl); /* close_notify, if the kernel takes it now; never waits */
+        SSL_free(s->ssl);
+        ERR_clear_error();
+    }
     if (s->fd >= 0)
         close(s->fd);
     free(s);
+}
+
+int fx_sock_tls(fx_sock *s, SSL *ssl, int server)
+{
+    if (!ssl)
+        return -1;
+    if (SSL_set_fd(ssl, s->fd) != 1) {
+        SSL_free(ssl);
+        ERR_clear_error();
+        return -1;
+    }
+    s->ssl = ssl;
+    s->tls_server = server ? 1 : 0;
+    /* a server waits for the ClientHello (reading is armed); a client starts after its TCP connect */
+    s->tls_hs = 1;
+    if (!server && !s->connecting)
+        tls_handshake(s);
+    return 0;
 }
 
 void fx_sock_setcb(fx_sock *s, fx_sock_cb on_read, fx_sock_cb on_drain, fx_sock_event_cb on_event,
@@ -138,6 +172,9 @@ void fx_sock_read_enable(fx_sock *s)
         return;
     s->reading = 1;
     arm_read(s);
+    /* plaintext OpenSSL decrypted before reading was paused: the socket may never be readable again */
+    if (s->ssl && !s->tls_hs && SSL_has_pending(s->ssl))
+        event_active(s->rev, EV_READ, 0);
 }
 
 void fx_sock_read_disable(fx_sock *s)
@@ -178,10 +215,18 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     }
     int kicked = s->kicked;
     s->kicked = 0;
+    if (s->ssl && s->tls_hs && !s->failed) {
+        tls_handshake(s);
+        return;
+    }
     if (!s->reading || s->eof || s->failed) {
         /* a kick while paused or after EOF: just let the owner look at what it has */
         if (kicked && s->on_read)
             s->on_read(s, s->arg);
+        return;
+    }
+    if (s->ssl) {
+        tls_read(s, kicked);
         return;
     }
     struct evbuffer_iovec vec[2];
@@ -232,6 +277,8 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 /* Writes what the kernel takes. 1 when `out` is empty, 0 when some is left, -1 on error. */
 static int write_some(fx_sock *s)
 {
+    if (s->ssl)
+        return tls_write_some(s);
     while (evbuffer_get_length(s->out) > 0) {
         int n = evbuffer_write(s->out, s->fd);
         if (n > 0)
@@ -250,8 +297,8 @@ int fx_sock_flush(fx_sock *s)
 {
     if (s->failed)
         return -1;
-    if (s->connecting || s->writing)
-        return 0; /* the write event will carry on */
+    if (s->connecting || s->writing || s->tls_hs)
+        return 0; /* the write event (or the end of the handshake) will carry on */
     int r = write_some(s);
     if (r == 0) {
         event_add(s->wev, NULL);
@@ -296,8 +343,29 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
             return;
         }
         fx_sock_read_enable(s);
+        if (s->ssl) {
+            /* TCP is up; CONNECTED waits for the handshake */
+            tls_handshake(s);
+            return;
+        }
         report(s, FX_SOCK_CONNECTED);
         /* the owner may have freed nothing here: CONNECTED never frees (sock.h) */
+    }
+    if (s->ssl && s->tls_hs) {
+        tls_handshake(s);
+        return;
+    }
+    if (s->ssl && s->tls_rw) {
+        /* an SSL_read that had to write (a post-handshake message) can go on now */
+        s->tls_rw = 0;
+        if (!evbuffer_get_length(s->out)) {
+            event_del(s->wev);
+            s->writing = 0;
+        }
+        if (s->reading)
+            event_active(s->rev, EV_READ, 0);
+        if (!s->writing)
+            return;
     }
     int r = write_some(s);
     if (r < 0) {
@@ -314,4 +382,179 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
     }
     if (evbuffer_get_length(s->out) <= s->low_water && s->on_drain)
         s->on_drain(s, s->arg);
+}
+
+/* ---- TLS ------------------------------------------------------------------------------------ */
+
+/* The TLS layer failed: remember why, stop both directions; the caller reports. */
+static void tls_fail(fx_sock *s, int err)
+{
+    if (!s->tls_error[0]) {
+        char why[sizeof(s->tls_error)];
+        if (err == SSL_ERROR_SYSCALL && errno && !ERR_peek_error())
+            snprintf(s->tls_error, sizeof(s->tls_error), "%s", strerror(errno));
+        else
+            snprintf(s->tls_error, sizeof(s->tls_error), "%s", fx_tls_reason(s->ssl, why, sizeof(why)));
+    }
+    ERR_clear_error();
+    s->error = err == SSL_ERROR_SYSCALL && errno ? errno : EPROTO;
+    s->failed = 1;
+    fx_sock_read_disable(s);
+    if (s->writing) {
+        event_del(s->wev);
+        s->writing = 0;
+    }
+}
+
+static void tls_handshake(fx_sock *s)
+{
+    ERR_clear_error();
+    errno = 0;
+    int r = SSL_do_handshake(s->ssl);
+    if (r == 1) {
+        s->tls_hs = 0;
+        if (s->writing) {
+            event_del(s->wev);
+            s->writing = 0;
+        }
+        if (!s->tls_server)
+            report(s, FX_SOCK_CONNECTED); /* never frees (sock.h); the owner may queue its request */
+        if (evbuffer_get_length(s->out) && fx_sock_flush(s) < 0)
+            return; /* reported from the loop */
+        /* the peer's first record may have come with the end of the handshake */
+        if (s->reading && SSL_has_pending(s->ssl))
+            event_active(s->rev, EV_READ, 0);
+        return;
+    }
+    int e = SSL_get_error(s->ssl, r);
+    if (e == SSL_ERROR_WANT_READ) {
+        if (s->writing) {
+            event_del(s->wev);
+            s->writing = 0;
+        }
+        if (!s->reading) {
+            s->reading = 1;
+            arm_read(s);
+        }
+        return;
+    }
+    if (e == SSL_ERROR_WANT_WRITE) {
+        if (!s->writing) {
+            event_add(s->wev, NULL);
+            s->writing = 1;
+        }
+        return;
+    }
+    /* a peer that closes before finishing is an end, not a TLS error worth a reason */
+    if (e == SSL_ERROR_SYSCALL && !errno && !ERR_peek_error() && s->tls_server) {
+        s->eof = 1;
+        fx_sock_read_disable(s);
+        if (s->writing) {
+            event_del(s->wev);
+            s->writing = 0;
+        }
+        report(s, FX_SOCK_EOF);
+        return;
+    }
+    tls_fail(s, e);
+    report(s, FX_SOCK_ERROR);
+}
+
+/* Up to FX_SOCK_READ_CHUNK bytes of plaintext per turn, then on_read. A terminal
+ * condition met after some bytes is reported on the next turn (on_read may free s). */
+static void tls_read(fx_sock *s, int kicked)
+{
+    size_t got = 0;
+    int end = 0; /* 1: EOF, 2: error */
+    int err = 0;
+    while (got < FX_SOCK_READ_CHUNK) {
+        struct evbuffer_iovec v;
+        if (evbuffer_reserve_space(s->in, 16384, &v, 1) < 1) {
+            s->error = ENOMEM;
+            s->failed = 1;
+            fx_sock_read_disable(s);
+            report(s, FX_SOCK_ERROR);
+            return;
+        }
+        ERR_clear_error();
+        errno = 0;
+        int n = SSL_read(s->ssl, v.iov_base, (int)(v.iov_len > 16384 ? 16384 : v.iov_len));
+        if (n > 0) {
+            v.iov_len = (size_t)n;
+            evbuffer_commit_space(s->in, &v, 1);
+            got += (size_t)n;
+            continue;
+        }
+        evbuffer_commit_space(s->in, &v, 0);
+        err = SSL_get_error(s->ssl, n);
+        if (err == SSL_ERROR_WANT_READ)
+            break;
+        if (err == SSL_ERROR_WANT_WRITE) {
+            s->tls_rw = 1;
+            if (!s->writing) {
+                event_add(s->wev, NULL);
+                s->writing = 1;
+            }
+            break;
+        }
+        if (err == SSL_ERROR_ZERO_RETURN || (err == SSL_ERROR_SYSCALL && !errno && !ERR_peek_error()))
+            end = 1;
+        else
+            end = 2;
+        break;
+    }
+    if (got) {
+        if (end || SSL_has_pending(s->ssl))
+            event_active(s->rev, EV_READ, 0); /* the rest (or the end) next turn */
+        if (s->on_read)
+            s->on_read(s, s->arg);
+        return;
+    }
+    if (end == 1) {
+        s->eof = 1;
+        fx_sock_read_disable(s);
+        report(s, FX_SOCK_EOF);
+        return;
+    }
+    if (end == 2) {
+        tls_fail(s, err);
+        report(s, FX_SOCK_ERROR);
+        return;
+    }
+    if (kicked && s->on_read)
+        s->on_read(s, s->arg);
+}
+
+/* write_some over SSL_write: records of up to 16 KiB, each from contiguous bytes. */
+static int tls_write_some(fx_sock *s)
+{
+    size_t len;
+    while ((len = evbuffer_get_length(s->out)) > 0) {
+        size_t n = len < 16384 ? len : 16384;
+        if (n < s->tls_wlen)
+            n = s->tls_wlen; /* a repeated write is never shorter (`out` only grows at its end) */
+        unsigned char *p = evbuffer_pullup(s->out, (ev_ssize_t)n);
+        if (!p) {
+            s->error = ENOMEM;
+            return -1;
+        }
+        ERR_clear_error();
+        errno = 0;
+        int r = SSL_write(s->ssl, p, (int)n);
+        if (r > 0) {
+            evbuffer_drain(s->out, (size_t)r);
+            s->tls_wlen = 0;
+            continue;
+        }
+        int e = SSL_get_error(s->ssl, r);
+        if (e == SSL_ERROR_WANT_WRITE) {
+            s->tls_wlen = (unsigned)n;
+            return 0;
+        }
+        /* WANT_READ would mean renegotiation, which is off on both sides: a failure like any other */
+        tls_fail(s, e);
+        s->failed = 0; /* the callers of write_some set it and report */
+        return -1;
+    }
+    return 1;
 }

@@ -10,6 +10,15 @@
  * reads take up to FX_SOCK_READ_CHUNK bytes in one readv and no ioctl; the
  * read event stays armed for the socket's life unless the owner pauses it.
  *
+ * TLS (fx_sock_tls): the same interface over an SSL. `in` holds plaintext
+ * read with SSL_read, `out` plaintext written with SSL_write; the handshake
+ * runs first, driven by the same two events, and nothing is read or written
+ * for the owner until it is done. An outgoing connection reports
+ * FX_SOCK_CONNECTED only once its handshake is complete; a failed handshake
+ * is FX_SOCK_ERROR with error EPROTO and the reason in tls_error. Bytes that
+ * OpenSSL has decrypted but we have not taken yet re-activate the read event,
+ * so level-triggered readiness never misses them.
+ *
  * Ownership: the owner holds the fx_sock and frees it with fx_sock_free;
  * callbacks never free it themselves. Callbacks run only from the event
  * loop, never from inside fx_sock_flush, so an owner can flush while it
@@ -25,6 +34,7 @@
 struct event_base;
 struct event;
 struct evbuffer;
+struct ssl_st;
 
 #define FX_SOCK_READ_CHUNK (64 * 1024)
 
@@ -59,6 +69,13 @@ struct fx_sock {
     unsigned eof : 1;
     unsigned failed : 1;
     unsigned kicked : 1;
+    /* TLS (NULL ssl: plain TCP) */
+    struct ssl_st *ssl;
+    unsigned tls_hs : 1;         /* handshake in progress: no application bytes either way */
+    unsigned tls_rw : 1;         /* SSL_read wants to write: finish it when writable */
+    unsigned tls_server : 1;     /* accepted (else connected: CONNECTED waits for the handshake) */
+    unsigned tls_wlen;           /* length of an SSL_write to repeat after WANT_WRITE (0: none) */
+    char tls_error[128];         /* why the TLS layer failed ("" when it did not) */
 };
 
 /* Wraps an accepted, connected socket (made non-blocking here). NULL on ENOMEM. */
@@ -67,6 +84,13 @@ fx_sock *fx_sock_new(struct event_base *base, int fd);
 fx_sock *fx_sock_connect(struct event_base *base, const struct sockaddr *sa, socklen_t len,
                          int *err);
 void fx_sock_free(fx_sock *s);
+/*
+ * Puts TLS on s (which takes ownership of ssl, set up for its side by tls.c):
+ * for an accepted socket the handshake starts with the client's first bytes;
+ * for one being connected it starts when the TCP connect completes. 0, or -1
+ * (ssl freed) when the SSL cannot be bound to the socket.
+ */
+int fx_sock_tls(fx_sock *s, struct ssl_st *ssl, int server);
 
 void fx_sock_setcb(fx_sock *s, fx_sock_cb on_read, fx_sock_cb on_drain, fx_sock_event_cb on_event,
                    void *arg);

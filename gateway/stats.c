@@ -31,7 +31,7 @@ static const uint64_t dur_bounds_us[FX_STATS_DUR_BOUNDS] = {500,    1000,    250
                                                             1000000, 2500000, 5000000, 10000000, 30000000};
 
 const char *const fx_stats_error_kind_names[FX_STATS_NKINDS] = {
-    "connect", "connect_timeout", "reset", "timeout", "malformed", "internal", "overloaded", "other"};
+    "connect", "connect_timeout", "reset", "timeout", "malformed", "internal", "overloaded", "tls", "other"};
 
 #define RELAXED memory_order_relaxed
 

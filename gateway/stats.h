@@ -60,6 +60,7 @@ enum fx_stats_error_kind {
     FX_STATS_ERR_MALFORMED,       /* a response head or body that is not valid HTTP/1.1 */
     FX_STATS_ERR_INTERNAL,        /* the gateway ran out of memory handling the response */
     FX_STATS_ERR_OVERLOADED,      /* the circuit breaker refused it (max_pending, max_connections) */
+    FX_STATS_ERR_TLS,             /* the TLS handshake failed (certificate not verified, no common version...) */
     FX_STATS_ERR_OTHER,
     FX_STATS_NKINDS
 };

@@ -22,6 +22,7 @@
 
 #include "health.h"
 #include "log.h"
+#include "tls.h"
 
 static fx_health *registry(const fx_pool *p)
 {
@@ -283,7 +284,13 @@ fx_upconn *fx_pool_acquire(fx_pool *p, const char **why, int *status)
         *why = err == ECONNREFUSED ? "connection refused" : "cannot connect to upstream";
         return NULL;
     }
-    c->connected = !c->sock->connecting;
+    if (u->tls && fx_sock_tls(c->sock, fx_tls_client_ssl(u->tls->ctx, u->tls, a), 0) < 0) {
+        fx_sock_free(c->sock);
+        free(c);
+        *why = "out of memory starting TLS";
+        return NULL;
+    }
+    c->connected = !c->sock->connecting && !c->sock->tls_hs;
     if (!c->connected) {
         c->pending = 1;
         p->connecting++;
