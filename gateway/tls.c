@@ -76,7 +76,7 @@ static ctx_data *ctx_data_of(SSL_CTX *ctx)
 
 static void set_err(fx_tls_error *e, const char *where, const char *fmt, const char *file)
 {
-    unsigned long code = ERR_peek_last_error();
+    unsigned long code = ERR_peek_error(); /* the first: the cause ("no start line"), not "PEM lib" */
     const char *why = code ? ERR_reason_error_string(code) : NULL;
     snprintf(e->where, sizeof(e->where), "%s", where);
     char what[200];
@@ -86,6 +86,14 @@ static void set_err(fx_tls_error *e, const char *where, const char *fmt, const c
     else
         snprintf(e->msg, sizeof(e->msg), "%s", what);
     ERR_clear_error();
+}
+
+/* OpenSSL compares a key with the certificate already loaded when the key is loaded. */
+static int key_mismatch(void)
+{
+    int first = ERR_GET_REASON(ERR_peek_error()), last = ERR_GET_REASON(ERR_peek_last_error());
+    return first == X509_R_KEY_VALUES_MISMATCH || last == X509_R_KEY_VALUES_MISMATCH ||
+           first == X509_R_KEY_TYPE_MISMATCH || last == X509_R_KEY_TYPE_MISMATCH;
 }
 
 /* ---- ticket ring ---------------------------------------------------------------------------- */
@@ -272,6 +280,13 @@ static int load_ocsp(ctx_data *d, const char *file, const char *where, fx_tls_er
     return 0;
 }
 
+/* An encrypted key would make OpenSSL ask for a passphrase on the terminal, in `ficus check` and in
+ * a reload alike: refuse instead, and the load says the key cannot be read. */
+static int no_passphrase(char *buf, int size, int rwflag, void *arg)
+{
+    return -1;
+}
+
 /* One context with everything but the certificate. */
 static SSL_CTX *server_base(const fx_tls_server_conf *t, fx_tls_error *err)
 {
@@ -284,6 +299,7 @@ static SSL_CTX *server_base(const fx_tls_server_conf *t, fx_tls_error *err)
         set_err(err, "", "out of memory making a TLS context%s", NULL);
         return NULL;
     }
+    SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
     SSL_CTX_set_min_proto_version(ctx, t->min_version);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION |
                                  SSL_OP_IGNORE_UNEXPECTED_EOF);
@@ -337,7 +353,10 @@ static int load_pair(SSL_CTX *ctx, const char *cert, const char *key, const char
     }
     snprintf(where, sizeof(where), "%skey", prefix);
     if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-        set_err(err, where, "cannot load the private key from %s (PEM, unencrypted)", key);
+        if (key_mismatch())
+            set_err(err, where, "the key in %s does not belong to the certificate", key);
+        else
+            set_err(err, where, "cannot load the private key from %s (PEM, unencrypted)", key);
         return -1;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
@@ -416,6 +435,7 @@ SSL_CTX *fx_tls_client_ctx(const fx_tls_client_conf *t, fx_tls_error *err)
         set_err(err, "", "out of memory making a TLS context%s", NULL);
         return NULL;
     }
+    SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_IGNORE_UNEXPECTED_EOF);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
@@ -444,7 +464,10 @@ SSL_CTX *fx_tls_client_ctx(const fx_tls_client_conf *t, fx_tls_error *err)
             return NULL;
         }
         if (SSL_CTX_use_PrivateKey_file(ctx, t->client_key, SSL_FILETYPE_PEM) != 1) {
-            set_err(err, "client_key", "cannot load the client key from %s (PEM, unencrypted)", t->client_key);
+            set_err(err, "client_key",
+                    key_mismatch() ? "the key in %s does not belong to client_cert"
+                                   : "cannot load the client key from %s (PEM, unencrypted)",
+                    t->client_key);
             SSL_CTX_free(ctx);
             return NULL;
         }

@@ -301,7 +301,8 @@ class RequestMetricsTest(MetricsBase):
         self.assertEqual(dead["errors_by_kind"]["connect"], 3)
         self.assertEqual(sum(dead["errors_by_kind"].values()), 3)
         self.assertEqual(set(dead["errors_by_kind"]),
-                         {"connect", "connect_timeout", "reset", "timeout", "malformed", "internal", "overloaded", "other"})
+                         {"connect", "connect_timeout", "reset", "timeout", "malformed", "internal", "overloaded", "tls",
+                          "other"})
         self.assertEqual(ups["half"]["last_minute"]["p99_seconds"], None)
 
     def test_wrong_method(self):
