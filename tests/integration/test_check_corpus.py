@@ -10,9 +10,28 @@ import os
 import re
 import subprocess
 
+import shutil
+import tempfile
+
 import fxtest
+import tlskit
 
 DATA = os.path.join(fxtest.REPO, "tests", "data")
+
+
+def scratch_data():
+    """A copy of tests/data/config where the TLS placeholders of deploy/config/tls are real,
+    freshly made key/certificate pairs (keys are never committed; the loader now really loads
+    them). Same relative layout, so every path in the corpus and its .expect files holds."""
+    root = tempfile.mkdtemp(prefix="fx-check-corpus-")
+    shutil.copytree(os.path.join(DATA, "config"), os.path.join(root, "config"), symlinks=True)
+    tls = os.path.join(root, "config", "deploy", "config", "tls")
+    certs = tlskit.CertFactory(os.path.join(root, "ca"))
+    for name in ("server", "api", "client"):
+        certs.server(name, dns=(name + ".test",)).write_to(os.path.join(tls, name + ".pem"),
+                                                           os.path.join(tls, name + ".key"))
+    shutil.copyfile(certs.ca, os.path.join(tls, "ca.pem"))
+    return root
 # the environment the corpus is written for (the same as tests/unit/test_config.c main()):
 # valid configs expand ${FICUS_TEST_MONOLITH} and an HS256 secret; invalid ones rely on
 # unset variables staying unset and on a secret that is too short
@@ -62,10 +81,15 @@ def sha12(path):
 
 
 class CheckCorpusTest(fxtest.FxTestCase):
+    def setUp(self):
+        super().setUp()
+        self.data = scratch_data()
+        self.addCleanup(shutil.rmtree, self.data, True)
+
     def test_invalid_corpus(self):
         rels = sorted(os.path.relpath(p, DATA) for p in glob.glob(os.path.join(DATA, "config", "invalid", "*.yaml")))
         self.assertGreaterEqual(len(rels), 30, "the invalid corpus has fewer than 30 configs")
-        results = run_all(rels, DATA)
+        results = run_all(rels, self.data)
         for rel in rels:
             with self.subTest(config=rel):
                 expect_path = os.path.join(DATA, rel[:-len(".yaml")] + ".expect")
@@ -93,7 +117,7 @@ class CheckCorpusTest(fxtest.FxTestCase):
     def test_valid_examples(self):
         rels = sorted(os.path.relpath(p, DATA) for p in glob.glob(os.path.join(DATA, "config", "valid", "*.yaml")))
         self.assertGreater(len(rels), 0)
-        results = run_all(rels, DATA)
+        results = run_all(rels, self.data)
         for rel in rels:
             with self.subTest(config=rel):
                 rc, out, err = results[rel]

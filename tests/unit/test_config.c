@@ -10,35 +10,48 @@
  *                                        supported" notice and the errors
  *                                        in its value).
  * The data directory comes from $FX_TEST_DATA, else from the compile-time
- * FX_TEST_DATA_DIR; main() changes into it, so files are named relative to
- * it ("config/invalid/alias.yaml") exactly as the .expect files spell them.
+ * FX_TEST_DATA_DIR. main() builds a scratch copy of it (the TLS files
+ * committed under config/deploy/config/tls are placeholders; fresh EC P-256
+ * pairs are generated over them, see enter_scratch) and changes into that,
+ * so files are named relative to it ("config/invalid/alias.yaml") exactly
+ * as the .expect files spell them.
  *
  * Then tables for the scalar grammars (durations, sizes, addresses), checks
  * of the built snapshot (defaults, templates, methods, env expansion), and
  * the error machinery itself (all errors reported, sorted, capped; did you
  * mean; diagnostics format; file limits).
  *
- * The planned keys (features not built yet): config/deploy/config/planned.yaml
+ * The planned keys (features once not built): config/deploy/config/planned.yaml
  * uses all of them; loaded with every feature allowed, its stored values are
- * checked, and without, each feature's keys are refused. A table checks the
- * errors inside their values. Last, the YAML examples of
- * docs/configuration.md marked <!-- example: valid --> must load, those
- * marked <!-- example: planned --> must be refused for planned keys only,
- * and the demo config/ficus.yaml must load.
+ * checked, and without, the keys of a feature not built are refused. A table
+ * checks the errors inside their values. The TLS contexts are built at load:
+ * a good listener and upstream get one, and each file OpenSSL refuses is one
+ * error at its key. Last, the YAML examples of docs/configuration.md marked
+ * <!-- example: valid --> must load, those marked <!-- example: planned -->
+ * must be refused for planned keys only, and the demo config/ficus.yaml must
+ * load.
  */
 #include <arpa/inet.h>
 #include <check.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config.h"
 #include "llhttp.h"
+#include "tmpdir.h"
 
 static char **valid_files, **invalid_files;
 static int nvalid, ninvalid;
@@ -936,6 +949,9 @@ START_TEST(test_planned_stored)
     ck_assert_uint_eq(lt->certs[0].nserver_names, 2);
     ck_assert_str_eq(lt->certs[0].server_names[0], "api.example.com");
     ck_assert_str_eq(lt->certs[0].server_names[1], "*.api.example.com");
+    ck_assert_int_eq(lt->session_tickets, 1);
+    ck_assert_ptr_null(lt->ocsp_response);
+    ck_assert_ptr_nonnull(lt->ctx); /* built from the pairs main() generated */
 
     /* upstreams */
     const fx_upstream_conf *u = &c->upstreams[0];
@@ -957,6 +973,7 @@ START_TEST(test_planned_stored)
     ck_assert_str_eq(u->tls->server_name, "documents.internal");
     ck_assert_str_eq(u->tls->client_cert, DEPLOY "tls/client.pem");
     ck_assert_str_eq(u->tls->client_key, DEPLOY "tls/client.key");
+    ck_assert_ptr_nonnull(u->tls->ctx);
     ck_assert_str_eq(u->health->path, "/ready?deep=1");
     ck_assert_uint_eq(u->health->interval_ms, 10000);
     ck_assert_uint_eq(u->health->timeout_ms, 2000);
@@ -1079,11 +1096,11 @@ START_TEST(test_planned_refused)
         const char *first; /* the first refusal, in file order */
     } t[] = {
         {FX_FEAT_JWKS_URI, 0, NULL}, /* built: jwks_uri, jwks_refresh, jwks_min_refresh */
-        {FX_FEAT_TLS_LISTEN, 1, "7:5: error: listen[1].tls: 'tls' is not supported by this build yet"},
+        {FX_FEAT_TLS_LISTEN, 0, NULL}, /* built: listen[].tls */
         {FX_FEAT_HEALTH, 0, NULL},   /* built: upstreams.X.health */
         {FX_FEAT_RETRIES, 0, NULL},  /* built: routes[].retries, upstreams.X.retries */
         {FX_FEAT_BREAKER, 0, NULL},  /* built: upstreams.X.max_pending, max_connections */
-        {FX_FEAT_TLS_UPSTREAM, 1, "25:5: error: upstreams.documents.tls: 'tls' is not supported by this build yet"},
+        {FX_FEAT_TLS_UPSTREAM, 0, NULL}, /* built: upstreams.X.tls */
         {FX_FEAT_SHADOW, 0, NULL},  /* built: shadow */
         {FX_FEAT_FALLBACK, 0, NULL}, /* built: routes[].fallback */
         {FX_FEAT_SPLIT, 0, NULL},   /* built: split, sticky */
@@ -1121,12 +1138,18 @@ START_TEST(test_planned_refused)
     }
     ck_assert_uint_eq(covered, FX_FEAT_ALL);
 
-    /* none allowed (the daemon's load): every refusal at once, and nothing else */
+    /* none allowed (the daemon's load): every refusal at once, and nothing else; once every
+     * feature is built, the file loads as it is */
     fx_diags d = {0};
-    ck_assert_ptr_null(load_planned(0, &d));
-    ck_assert_uint_eq(d.n, total);
-    for (size_t j = 0; j < d.n; j++)
-        ck_assert_msg(strstr(d.v[j].message, "is not supported by this build yet"), "%s", d.v[j].message);
+    fx_config *c = load_planned(0, &d);
+    if (total == 0) {
+        fx_config_unref(load_ok("planned.yaml, every feature built", c, &d));
+    } else {
+        ck_assert_ptr_null(c);
+        ck_assert_uint_eq(d.n, total);
+        for (size_t j = 0; j < d.n; j++)
+            ck_assert_msg(strstr(d.v[j].message, "is not supported by this build yet"), "%s", d.v[j].message);
+    }
     fx_diags_free(&d);
 }
 END_TEST
@@ -1344,6 +1367,124 @@ START_TEST(test_relative_paths)
 }
 END_TEST
 
+/* --- TLS contexts built at load ----------------------------------------------- */
+
+/*
+ * With the pairs enter_scratch() generated under config/deploy/config/tls,
+ * loaded as config/deploy/config/t.yaml: a good listener builds its context,
+ * and each kind of file OpenSSL refuses is one error at the key naming it.
+ */
+static fx_config *load_deploy(const char *yaml, fx_diags *d)
+{
+    return fx_config_load_buffer_ex(DEPLOY "t.yaml", yaml, strlen(yaml), FX_FEAT_ALL, d);
+}
+
+/* The common name of a context's certificate ("" when none). */
+static const char *ctx_cn(SSL_CTX *ctx, char *buf, size_t len)
+{
+    X509 *x = SSL_CTX_get0_certificate(ctx);
+    buf[0] = '\0';
+    if (x)
+        X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, buf, (int)len);
+    return buf;
+}
+
+START_TEST(test_tls_listen_loads)
+{
+    static const char yaml[] = ROUTES
+        "listen:\n"
+        "  - address: \"127.0.0.1:0\"\n"
+        "    tls:\n"
+        "      cert: tls/server.pem\n"
+        "      key: tls/server.key\n"
+        "      alpn: [http/1.1]\n"
+        "      session_tickets: false\n"
+        "      certificates:\n"
+        "        - { cert: tls/api.pem, key: tls/api.key, server_names: [api.example.com, \"*.api.example.com\"] }\n"
+        "upstreams:\n"
+        "  monolith:\n"
+        "    targets: [\"127.0.0.1:9443\"]\n"
+        "    tls: { ca: tls/ca.pem, client_cert: tls/client.pem, client_key: tls/client.key }\n";
+    fx_diags d = {0};
+    fx_config *c = load_ok("tls listener", load_deploy(yaml, &d), &d);
+    const fx_tls_server_conf *t = c->listens[0].tls;
+    ck_assert_ptr_nonnull(t);
+    ck_assert_ptr_nonnull(t->ctx);
+    ck_assert_int_eq(t->session_tickets, 0);
+    ck_assert(SSL_CTX_get_options(t->ctx) & SSL_OP_NO_TICKET);
+    char cn[128];
+    ck_assert_str_eq(ctx_cn(t->ctx, cn, sizeof(cn)), "server.test"); /* the default is `cert`, not the SNI one */
+    ck_assert_uint_eq(t->ncerts, 1);
+    ck_assert_uint_eq(t->certs[0].nserver_names, 2);
+    const fx_tls_client_conf *u = c->upstreams[0].tls;
+    ck_assert_ptr_nonnull(u);
+    ck_assert_ptr_nonnull(u->ctx);
+    ck_assert_int_eq(SSL_CTX_get_verify_mode(u->ctx), SSL_VERIFY_PEER);
+    ck_assert_str_eq(ctx_cn(u->ctx, cn, sizeof(cn)), "client.test");
+    fx_config_unref(c);
+    fx_diags_free(&d);
+}
+END_TEST
+
+/* Each case: one error, at line:column, with this message (a trailing "..." makes it a prefix). */
+START_TEST(test_tls_load_errors)
+{
+#define TLS_LISTEN(extra) "listen:\n  - address: \"127.0.0.1:0\"\n    tls:\n      cert: tls/server.pem\n" extra
+    static const struct {
+        const char *yaml;
+        int line, col;
+        const char *msg;
+    } t[] = {
+        {TLS_LISTEN("      key: tls/api.key\n"), 5, 12,
+         "listen[0].tls.key: the key in " DEPLOY "tls/api.key does not belong to the certificate..."},
+        {TLS_LISTEN("      key: tls/server.pem\n"), 5, 12,
+         "listen[0].tls.key: cannot load the private key from " DEPLOY "tls/server.pem (PEM, unencrypted)..."},
+        {TLS_LISTEN("      key: tls/server.key\n      ciphers: \"NOSUCH+CIPHER\"\n"), 6, 16,
+         "listen[0].tls.ciphers: no cipher OpenSSL knows in 'NOSUCH+CIPHER'..."},
+        {TLS_LISTEN("      key: tls/server.key\n      ocsp_response: tls/not-ocsp.der\n"), 6, 22,
+         "listen[0].tls.ocsp_response: " DEPLOY "tls/not-ocsp.der is not a DER OCSP response..."},
+        {TLS_LISTEN("      key: tls/server.key\n      certificates:\n"
+                    "        - { cert: tls/api.pem, key: tls/client.key, server_names: [api.example.com] }\n"),
+         7, 37,
+         "listen[0].tls.certificates[0].key: the key in " DEPLOY "tls/client.key does not belong to the "
+         "certificate..."},
+        {TLS_LISTEN("      key: tls/server.key\n      certificates:\n"
+                    "        - { cert: tls/nocert.pem, key: tls/api.key, server_names: [api.example.com] }\n"),
+         7, 19,
+         "listen[0].tls.certificates[0].cert: cannot load the certificate chain from " DEPLOY "tls/nocert.pem..."},
+        {"listen:\n  - address: \"127.0.0.1:0\"\n    tls:\n      cert: tls/server.key\n      key: tls/server.key\n",
+         4, 13, "listen[0].tls.cert: cannot load the certificate chain from " DEPLOY "tls/server.key..."},
+        {"listen:\n  - address: \"127.0.0.1:0\"\nupstreams:\n  monolith:\n    targets: [\"127.0.0.1:8000\"]\n"
+         "    tls: { ca: tls/nocert.pem }\n",
+         6, 16, "upstreams.monolith.tls.ca: cannot load CA certificates from " DEPLOY "tls/nocert.pem (PEM)..."},
+        {"listen:\n  - address: \"127.0.0.1:0\"\nupstreams:\n  monolith:\n    targets: [\"127.0.0.1:8000\"]\n"
+         "    tls: { client_cert: tls/client.pem, client_key: tls/server.key }\n",
+         6, 53, "upstreams.monolith.tls.client_key: the key in " DEPLOY "tls/server.key does not belong to "
+                "client_cert..."},
+    };
+#undef TLS_LISTEN
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        char yaml[1024];
+        snprintf(yaml, sizeof(yaml), "%s%s%s", t[i].yaml, strstr(t[i].yaml, "upstreams:") ? "" : UPSTREAMS, ROUTES);
+        fx_diags d = {0};
+        fx_config *c = load_deploy(yaml, &d);
+        char *text = diags_text(&d);
+        ck_assert_msg(c == NULL, "case %zu loaded, want: %s", i, t[i].msg);
+        ck_assert_msg(d.n == 1, "case %zu: want only '%s', got:\n%s", i, t[i].msg, text);
+        size_t cmp = strlen(t[i].msg);
+        if (cmp > 3 && !strcmp(t[i].msg + cmp - 3, "..."))
+            cmp -= 3;
+        else
+            cmp++; /* the whole message, its NUL included */
+        ck_assert_msg(!strncmp(d.v[0].message, t[i].msg, cmp), "case %zu: want '%s', got:\n%s", i, t[i].msg, text);
+        ck_assert_msg(d.v[0].line == t[i].line && d.v[0].col == t[i].col, "case %zu: want %d:%d, got:\n%s", i,
+                      t[i].line, t[i].col, text);
+        free(text);
+        fx_diags_free(&d);
+    }
+}
+END_TEST
+
 /* --- docs and the demo ------------------------------------------------------- */
 
 /*
@@ -1402,10 +1543,12 @@ START_TEST(test_doc_examples)
     setenv("KAFKA_PASSWORD", "secret", 1);
     int valid = check_doc_examples("valid", 0, 1);
     ck_assert_msg(valid >= 3, "only %d valid examples marked in docs/configuration.md", valid);
-    /* planned examples: refused by this build for planned keys only, and whole once those are built */
-    int planned = check_doc_examples("planned", 0, 0);
-    ck_assert_int_eq(check_doc_examples("planned", FX_FEAT_ALL, 1), planned);
-    ck_assert_msg(planned >= 3, "only %d planned examples marked in docs/configuration.md", planned);
+    /* planned examples: whole once their features are built, and refused by this build for planned
+     * keys only (every feature is built now, so an example still marked planned fails here: mark it
+     * valid) */
+    int planned = check_doc_examples("planned", FX_FEAT_ALL, 1);
+    if (planned)
+        ck_assert_int_eq(check_doc_examples("planned", 0, 0), planned);
 }
 END_TEST
 
@@ -1443,6 +1586,219 @@ static char **list_yaml(const char *dir, int *n)
     }
     free(ents);
     return names;
+}
+
+#define TLS_DIR DEPLOY "tls"
+
+/* --- the scratch tree -------------------------------------------------------- */
+
+/*
+ * The committed TLS files under config/deploy/config/tls are placeholders
+ * (real keys are never committed), and the loader now really loads them. So
+ * the suite runs in a scratch copy of the data tree: config/deploy is copied,
+ * config/valid and config/invalid are real directories of symlinks (so their
+ * "../deploy" lands in the copy), everything else is a symlink; the repository
+ * root beside it is mirrored by symlinks for "../../docs" and "../../config".
+ * Fresh EC P-256 pairs are then written over the placeholders.
+ */
+static char scratch[64]; /* /tmp/fx-test-config-XXXXXX */
+
+static int copy_file(const char *from, const char *to)
+{
+    FILE *in = fopen(from, "rb"), *out = in ? fopen(to, "wb") : NULL;
+    char buf[8192];
+    size_t n;
+    int rc = in && out ? 0 : -1;
+    while (rc == 0 && (n = fread(buf, 1, sizeof(buf), in)) > 0)
+        if (fwrite(buf, 1, n, out) != n)
+            rc = -1;
+    if (in && ferror(in))
+        rc = -1;
+    if (out && fclose(out) != 0)
+        rc = -1;
+    if (in)
+        fclose(in);
+    return rc;
+}
+
+/* dst becomes a real directory holding src's tree: files copied (copy) or symlinked. */
+static int mirror(const char *src, const char *dst, int copy)
+{
+    if (mkdir(dst, 0700) != 0)
+        return -1;
+    DIR *d = opendir(src);
+    if (!d)
+        return -1;
+    struct dirent *e;
+    int rc = 0;
+    while (rc == 0 && (e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        char from[PATH_MAX], to[PATH_MAX];
+        struct stat st;
+        snprintf(from, sizeof(from), "%s/%s", src, e->d_name);
+        snprintf(to, sizeof(to), "%s/%s", dst, e->d_name);
+        if (stat(from, &st) != 0)
+            rc = -1;
+        else if (S_ISDIR(st.st_mode))
+            rc = mirror(from, to, copy);
+        else
+            rc = copy ? copy_file(from, to) : symlink(from, to);
+    }
+    closedir(d);
+    return rc;
+}
+
+/* A symlink in dst for every entry of src but `except`. */
+static int link_entries(const char *src, const char *dst, const char *except)
+{
+    DIR *d = opendir(src);
+    if (!d)
+        return -1;
+    struct dirent *e;
+    int rc = 0;
+    while (rc == 0 && (e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || !strcmp(e->d_name, except))
+            continue;
+        char from[PATH_MAX], to[PATH_MAX];
+        snprintf(from, sizeof(from), "%s/%s", src, e->d_name);
+        snprintf(to, sizeof(to), "%s/%s", dst, e->d_name);
+        rc = symlink(from, to);
+    }
+    closedir(d);
+    return rc;
+}
+
+/* Writes `len` bytes to a fresh file (never through a symlink: unlinked first). */
+static int write_file(const char *path, const void *data, size_t len, mode_t mode)
+{
+    unlink(path);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, mode);
+    if (fd < 0)
+        return -1;
+    int rc = write(fd, data, len) == (ssize_t)len ? 0 : -1;
+    return close(fd) == 0 ? rc : -1;
+}
+
+/* A PEM object (cert or key) written by `put` to a fresh file. */
+static int write_pem(const char *path, mode_t mode, int (*put)(BIO *, void *), void *obj)
+{
+    BIO *b = BIO_new(BIO_s_mem());
+    char *p;
+    long n;
+    int rc = b && put(b, obj) == 1 && (n = BIO_get_mem_data(b, &p)) > 0 ? write_file(path, p, (size_t)n, mode) : -1;
+    BIO_free(b);
+    return rc;
+}
+
+static int put_cert(BIO *b, void *x)
+{
+    return PEM_write_bio_X509(b, x);
+}
+
+static int put_key(BIO *b, void *k)
+{
+    return PEM_write_bio_PrivateKey(b, k, NULL, NULL, 0, NULL, NULL);
+}
+
+static int add_ext(X509 *x, int nid, const char *value)
+{
+    X509V3_CTX v3;
+    X509V3_set_ctx_nodb(&v3);
+    X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
+    X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, &v3, nid, value);
+    int ok = e && X509_add_ext(x, e, -1) == 1;
+    X509_EXTENSION_free(e);
+    return ok ? 0 : -1;
+}
+
+/*
+ * A self-signed certificate for `name` (CN and SAN DNS:name) on a new P-256
+ * key, valid from an hour ago for a day, written to tls/NAME.pem and, unless
+ * it is a CA whose key is thrown away, tls/NAME.key.
+ */
+static int make_pair(const char *dir, const char *file, const char *name, int is_ca)
+{
+    static long serial = 1;
+    EVP_PKEY *k = EVP_EC_gen("P-256");
+    X509 *x = X509_new();
+    char san[300], path[PATH_MAX];
+    int rc = -1;
+    if (!k || !x)
+        goto out;
+    X509_NAME *n = X509_get_subject_name(x);
+    snprintf(san, sizeof(san), "DNS:%s", name);
+    if (X509_set_version(x, X509_VERSION_3) != 1 || ASN1_INTEGER_set(X509_get_serialNumber(x), serial++) != 1 ||
+        !X509_gmtime_adj(X509_getm_notBefore(x), -3600) || !X509_gmtime_adj(X509_getm_notAfter(x), 86400) ||
+        X509_set_pubkey(x, k) != 1 ||
+        X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)name, -1, -1, 0) != 1 ||
+        X509_set_issuer_name(x, n) != 1 || add_ext(x, NID_subject_alt_name, san) < 0 ||
+        add_ext(x, NID_basic_constraints, is_ca ? "critical,CA:TRUE" : "critical,CA:FALSE") < 0 ||
+        add_ext(x, NID_key_usage, is_ca ? "critical,keyCertSign,cRLSign" : "critical,digitalSignature") < 0 ||
+        X509_sign(x, k, EVP_sha256()) == 0)
+        goto out;
+    snprintf(path, sizeof(path), "%s/%s.pem", dir, file);
+    if (write_pem(path, 0644, put_cert, x) < 0)
+        goto out;
+    snprintf(path, sizeof(path), "%s/%s.key", dir, file);
+    rc = is_ca ? 0 : write_pem(path, 0600, put_key, k);
+out:
+    X509_free(x);
+    EVP_PKEY_free(k);
+    return rc;
+}
+
+/* Builds the scratch tree from the data directory and enters its tests/data. */
+static int enter_scratch(const char *data)
+{
+    char src[PATH_MAX], repo[PATH_MAX], up[PATH_MAX + 8], p[PATH_MAX + 64], q[PATH_MAX + 64];
+    snprintf(up, sizeof(up), "%s/../..", data);
+    if (!realpath(data, src) || !realpath(up, repo)) {
+        fprintf(stderr, "test_config: cannot resolve %s: %s\n", data, strerror(errno));
+        return -1;
+    }
+    snprintf(scratch, sizeof(scratch), "/tmp/fx-test-config-XXXXXX");
+    if (!mkdtemp(scratch)) {
+        fprintf(stderr, "test_config: mkdtemp: %s\n", strerror(errno));
+        scratch[0] = '\0';
+        return -1;
+    }
+    /* root/<repo entries> -> repo, root/tests/data/<entries> -> data, root/tests/data/config: mirrored */
+    int rc = link_entries(repo, scratch, "tests");
+    snprintf(p, sizeof(p), "%s/tests", scratch);
+    rc = rc ? rc : mkdir(p, 0700);
+    snprintf(p, sizeof(p), "%s/tests/data", scratch);
+    rc = rc ? rc : mkdir(p, 0700);
+    rc = rc ? rc : link_entries(src, p, "config");
+    snprintf(p, sizeof(p), "%s/tests/data/config", scratch);
+    rc = rc ? rc : mkdir(p, 0700);
+    static const char *const parts[] = {"deploy", "valid", "invalid"};
+    for (size_t i = 0; rc == 0 && i < sizeof(parts) / sizeof(parts[0]); i++) {
+        snprintf(p, sizeof(p), "%s/config/%s", src, parts[i]);
+        snprintf(q, sizeof(q), "%s/tests/data/config/%s", scratch, parts[i]);
+        rc = mirror(p, q, i == 0);
+    }
+    if (rc != 0) {
+        fprintf(stderr, "test_config: cannot build the scratch tree in %s: %s\n", scratch, strerror(errno));
+        return -1;
+    }
+    snprintf(p, sizeof(p), "%s/tests/data", scratch);
+    if (chdir(p) != 0) {
+        fprintf(stderr, "test_config: cannot enter %s: %s\n", p, strerror(errno));
+        return -1;
+    }
+    /* the pairs the placeholders stand for, and two files that are not what their key expects */
+    static const char garbage[] = "\x30\x03\x0a\x01"; /* a truncated DER SEQUENCE */
+    static const char nocert[] = "# no certificate in here\n";
+    if (make_pair(TLS_DIR, "server", "server.test", 0) < 0 || make_pair(TLS_DIR, "api", "api.example.com", 0) < 0 ||
+        make_pair(TLS_DIR, "client", "client.test", 0) < 0 || make_pair(TLS_DIR, "ca", "ca.test", 1) < 0 ||
+        write_file(TLS_DIR "/not-ocsp.der", garbage, sizeof(garbage) - 1, 0644) < 0 ||
+        write_file(TLS_DIR "/nocert.pem", nocert, sizeof(nocert) - 1, 0644) < 0) {
+        fprintf(stderr, "test_config: cannot write the test certificates in %s/" TLS_DIR "\n", p);
+        ERR_print_errors_fp(stderr);
+        return -1;
+    }
+    return 0;
 }
 
 static Suite *config_suite(void)
@@ -1490,6 +1846,11 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_relative_paths);
     suite_add_tcase(s, tc);
 
+    tc = tcase_create("tls");
+    tcase_add_test(tc, test_tls_listen_loads);
+    tcase_add_test(tc, test_tls_load_errors);
+    suite_add_tcase(s, tc);
+
     tc = tcase_create("docs");
     tcase_add_test(tc, test_doc_examples);
     tcase_add_test(tc, test_demo_config);
@@ -1508,8 +1869,9 @@ int main(void)
         fprintf(stderr, "test_config: set FX_TEST_DATA to the tests/data directory\n");
         return 1;
     }
-    if (chdir(data) != 0) {
-        fprintf(stderr, "test_config: cannot enter %s: %s\n", data, strerror(errno));
+    if (enter_scratch(data) != 0) {
+        if (scratch[0])
+            fx_test_rm_rf(scratch);
         return 1;
     }
     valid_files = list_yaml("config/valid", &nvalid);
@@ -1533,5 +1895,6 @@ int main(void)
         free(invalid_files[i]);
     free(valid_files);
     free(invalid_files);
+    fx_test_rm_rf(scratch);
     return failed ? 1 : 0;
 }
