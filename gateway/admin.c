@@ -455,6 +455,15 @@ static void metrics_text(fx_server *s, struct evbuffer *b)
                         "# TYPE ficus_connections_active gauge\n"
                         "ficus_connections_active %u\n",
                         atomic_load(&s->nconns));
+    evbuffer_add_printf(b, "# HELP ficus_tls_handshakes_total Client TLS handshakes, by result (failed: a TLS "
+                           "error such as no common version or cipher; abandoned: the client closed or timed out "
+                           "before finishing).\n# TYPE ficus_tls_handshakes_total counter\n");
+    for (int r = 0; r < FX_TLS_HS_N; r++) {
+        unsigned long sum = 0;
+        for (unsigned i = 0; i < s->nworkers; i++)
+            sum += atomic_load_explicit(&s->workers[i].tls_handshakes[r], memory_order_relaxed);
+        evbuffer_add_printf(b, "ficus_tls_handshakes_total{result=\"%s\"} %lu\n", fx_tls_hs_names[r], sum);
+    }
     if (s->events)
         fx_events_metrics(s->events, b);
     fx_stats_sums st;

@@ -81,6 +81,7 @@ struct fx_conn {
     unsigned head_started : 1;    /* a byte of the next request has arrived */
     unsigned close_after : 1;     /* close once the current response is flushed */
     unsigned served : 1;          /* at least one request answered (keep-alive idle) */
+    unsigned tls_counted : 1;     /* its TLS handshake is in ficus_tls_handshakes_total */
 
     /* the current request; everything below is reset between requests */
     fx_arena arena;
@@ -1784,9 +1785,14 @@ static void client_process(fx_conn *c)
     }
 }
 
+static void count_handshake(fx_conn *c);
+
 static void on_client_read(fx_sock *s, void *arg)
 {
-    client_process(arg);
+    fx_conn *c = arg;
+    if (!c->tls_counted && s->ssl)
+        count_handshake(c); /* the handshake is done: sock.c reads nothing for us before */
+    client_process(c);
 }
 
 static void on_client_write(fx_sock *s, void *arg)
@@ -2117,9 +2123,24 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 
 /* ---- accept, drain, free ------------------------------------------------------------------------ */
 
+/* A client's TLS handshake is counted once, when it ends: at the first request (on_client_read) or here. */
+static void count_handshake(fx_conn *c)
+{
+    if (!c->sock || !c->sock->ssl || c->tls_counted)
+        return;
+    c->tls_counted = 1;
+    int r = SSL_is_init_finished(c->sock->ssl) ? FX_TLS_HS_OK
+            : c->sock->tls_error[0]            ? FX_TLS_HS_FAILED
+                                               : FX_TLS_HS_ABANDONED;
+    if (r == FX_TLS_HS_FAILED)
+        fx_log(FX_LOG_DEBUG, "TLS handshake with %s failed: %s", c->client_ip, c->sock->tls_error);
+    atomic_fetch_add_explicit(&c->w->tls_handshakes[r], 1, memory_order_relaxed);
+}
+
 static void conn_free(fx_conn *c)
 {
     fx_worker *w = c->w;
+    count_handshake(c);
     end_request(c);
     if (c->up_timer)
         event_free(c->up_timer);

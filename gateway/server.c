@@ -108,6 +108,8 @@ int fx_worker_random(fx_worker *w, unsigned char *out, size_t n)
     return 0;
 }
 
+const char *const fx_tls_hs_names[FX_TLS_HS_N] = {"ok", "failed", "abandoned"};
+
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
                       void *arg)
 {

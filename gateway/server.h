@@ -34,6 +34,10 @@ enum {
     FX_CTL_EVENTS = 1u << 4, /* event tickets came back (events.h: fx_events_take_returned) */
 };
 
+/* How a client's TLS handshake ended (ficus_tls_handshakes_total{result}). */
+enum { FX_TLS_HS_OK, FX_TLS_HS_FAILED, FX_TLS_HS_ABANDONED, FX_TLS_HS_N };
+extern const char *const fx_tls_hs_names[FX_TLS_HS_N];
+
 typedef struct fx_worker {
     unsigned id;
     fx_server *server;
@@ -67,6 +71,7 @@ typedef struct fx_worker {
                                                      together at the end of the turn (ev_flush) */
     struct event *ev_flush;
     struct fx_shadow_worker *shadow; /* shadow exchanges and their counters (shadow.h) */
+    atomic_ulong tls_handshakes[FX_TLS_HS_N]; /* client handshakes on TLS listeners, by how they ended */
 } fx_worker;
 
 struct fx_admin;

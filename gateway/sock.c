@@ -445,8 +445,12 @@ static void tls_handshake(fx_sock *s)
         }
         return;
     }
-    /* a peer that closes before finishing is an end, not a TLS error worth a reason */
-    if (e == SSL_ERROR_SYSCALL && !errno && !ERR_peek_error() && s->tls_server) {
+    /* a client that closes (or resets) before finishing is an end, not a TLS error worth a reason */
+    int gone = e == SSL_ERROR_ZERO_RETURN || /* an EOF, with SSL_OP_IGNORE_UNEXPECTED_EOF */
+               (e == SSL_ERROR_SYSCALL && !ERR_peek_error() && (!errno || errno == ECONNRESET || errno == EPIPE)) ||
+               (e == SSL_ERROR_SSL && ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING);
+    if (gone && s->tls_server) {
+        ERR_clear_error();
         s->eof = 1;
         fx_sock_read_disable(s);
         if (s->writing) {
@@ -456,6 +460,8 @@ static void tls_handshake(fx_sock *s)
         report(s, FX_SOCK_EOF);
         return;
     }
+    if (gone)
+        snprintf(s->tls_error, sizeof(s->tls_error), "the peer closed the connection during the TLS handshake");
     tls_fail(s, e);
     report(s, FX_SOCK_ERROR);
 }

@@ -10,6 +10,7 @@ temp dir (a private CA), nothing is committed."""
 import base64
 import hashlib
 import json
+import re
 import os
 import socket
 import ssl
@@ -391,6 +392,25 @@ class BadHandshakeTest(TlsBase):
         self.assertTrue(closed)
         self.assertGreaterEqual(took, 0.8, f"closed after {took:.2f}s, before header_timeout (1s)")
         self.assertLess(took, 3.0, f"closed after {took:.2f}s")
+
+    def test_handshake_results_counted(self):
+        def counts():
+            text = fxtest.fetch(self.gw.admin_port, "GET", "/metrics").body.decode()
+            got = dict(re.findall(r'^ficus_tls_handshakes_total\{result="(\w+)"\} (\d+)$', text, re.M))
+            return {k: int(v) for k, v in got.items()}
+
+        base = counts()  # the harness's readiness probe may already be in (plain TCP to this port)
+        self.assertEqual(set(base), {"ok", "failed", "abandoned"})
+        self.assert_serves(self.gw, self.up, "a good handshake")          # ok
+        s = self.raw()
+        s.sendall(build_request("GET", "/plain"))                         # failed: not TLS at all
+        tlskit.wait_closed_raw(s, 3)
+        s = self.raw()
+        s.sendall(tlskit.client_hello()[:20])                             # abandoned: closes mid-hello
+        s.close()
+        want = {k: base[k] + 1 for k in base}
+        got = wait_until(lambda: counts() if counts() == want else None, 3.0)
+        self.assertEqual(got, want, f"ficus_tls_handshakes_total: {counts()}")
 
     def test_random_bytes(self):
         import random
