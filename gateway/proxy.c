@@ -1673,7 +1673,9 @@ static void upstream_failed(fx_conn *c, int status, const char *detail, const ch
         c->up = NULL;
     }
     if (c->resp_started) {
-        /* mid-response: the only honest signal left is closing the connection */
+        /* mid-response: the only honest signal left is closing the connection (over TLS without
+         * close_notify, so a client reading to the end cannot take it for a complete response) */
+        c->sock->abortive = 1;
         c->status = c->status ? c->status : status;
         access_log(c);
         record_request(c);

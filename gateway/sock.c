@@ -116,7 +116,7 @@ void fx_sock_free(fx_sock *s)
     if (s->out)
         evbuffer_free(s->out);
     if (s->ssl) {
-        if (!s->tls_hs && !s->failed && s->fd >= 0)
+        if (!s->tls_hs && !s->failed && !s->abortive && s->fd >= 0)
             SSL_shutdown(s->ssl); /* close_notify, if the kernel takes it now; never waits */
         SSL_free(s->ssl);
         ERR_clear_error();
@@ -139,8 +139,9 @@ int fx_sock_tls(fx_sock *s, SSL *ssl, int server)
     s->tls_server = server ? 1 : 0;
     /* a server waits for the ClientHello (reading is armed); a client starts after its TCP connect */
     s->tls_hs = 1;
+    /* connected already: start from the loop, once the owner has set its callbacks */
     if (!server && !s->connecting)
-        tls_handshake(s);
+        event_active(s->wev, EV_WRITE, 0);
     return 0;
 }
 
@@ -173,7 +174,7 @@ void fx_sock_read_enable(fx_sock *s)
     s->reading = 1;
     arm_read(s);
     /* plaintext OpenSSL decrypted before reading was paused: the socket may never be readable again */
-    if (s->ssl && !s->tls_hs && SSL_has_pending(s->ssl))
+    if (s->ssl && !s->tls_hs && (SSL_has_pending(s->ssl) || s->tls_err_due))
         event_active(s->rev, EV_READ, 0);
 }
 
@@ -362,8 +363,10 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
             event_del(s->wev);
             s->writing = 0;
         }
-        if (s->reading)
+        if (s->reading) {
+            arm_read(s);
             event_active(s->rev, EV_READ, 0);
+        }
         if (!s->writing)
             return;
     }
@@ -387,8 +390,9 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
 /* ---- TLS ------------------------------------------------------------------------------------ */
 
 /* The TLS layer failed: remember why, stop both directions; the caller reports. */
-static void tls_fail(fx_sock *s, int err)
+static void tls_fail(fx_sock *s, int err, int saved_errno)
 {
+    errno = saved_errno;
     if (!s->tls_error[0]) {
         char why[sizeof(s->tls_error)];
         if (err == SSL_ERROR_SYSCALL && errno && !ERR_peek_error())
@@ -411,6 +415,7 @@ static void tls_handshake(fx_sock *s)
     ERR_clear_error();
     errno = 0;
     int r = SSL_do_handshake(s->ssl);
+    int saved_errno = errno;
     if (r == 1) {
         s->tls_hs = 0;
         if (s->writing) {
@@ -432,13 +437,15 @@ static void tls_handshake(fx_sock *s)
             event_del(s->wev);
             s->writing = 0;
         }
-        if (!s->reading) {
+        if (!s->reading)
             s->reading = 1;
-            arm_read(s);
-        }
+        arm_read(s); /* (again: WANT_WRITE below took it off) */
         return;
     }
     if (e == SSL_ERROR_WANT_WRITE) {
+        /* only writability helps now: a readable socket would wake us to the same answer, forever */
+        if (s->reading)
+            event_del(s->rev);
         if (!s->writing) {
             event_add(s->wev, NULL);
             s->writing = 1;
@@ -447,7 +454,8 @@ static void tls_handshake(fx_sock *s)
     }
     /* a client that closes (or resets) before finishing is an end, not a TLS error worth a reason */
     int gone = e == SSL_ERROR_ZERO_RETURN || /* an EOF, with SSL_OP_IGNORE_UNEXPECTED_EOF */
-               (e == SSL_ERROR_SYSCALL && !ERR_peek_error() && (!errno || errno == ECONNRESET || errno == EPIPE)) ||
+               (e == SSL_ERROR_SYSCALL && !ERR_peek_error() &&
+                (!saved_errno || saved_errno == ECONNRESET || saved_errno == EPIPE)) ||
                (e == SSL_ERROR_SSL && ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING);
     if (gone && s->tls_server) {
         ERR_clear_error();
@@ -462,7 +470,7 @@ static void tls_handshake(fx_sock *s)
     }
     if (gone)
         snprintf(s->tls_error, sizeof(s->tls_error), "the peer closed the connection during the TLS handshake");
-    tls_fail(s, e);
+    tls_fail(s, e, saved_errno);
     report(s, FX_SOCK_ERROR);
 }
 
@@ -470,9 +478,16 @@ static void tls_handshake(fx_sock *s)
  * condition met after some bytes is reported on the next turn (on_read may free s). */
 static void tls_read(fx_sock *s, int kicked)
 {
+    if (s->tls_err_due) {
+        /* OpenSSL would not say it again (a second SSL_read after an unexpected EOF looks clean) */
+        s->tls_err_due = 0;
+        tls_fail(s, SSL_ERROR_SSL, 0);
+        report(s, FX_SOCK_ERROR);
+        return;
+    }
     size_t got = 0;
     int end = 0; /* 1: EOF, 2: error */
-    int err = 0;
+    int err = 0, saved_errno = 0;
     while (got < FX_SOCK_READ_CHUNK) {
         struct evbuffer_iovec v;
         if (evbuffer_reserve_space(s->in, 16384, &v, 1) < 1) {
@@ -485,6 +500,7 @@ static void tls_read(fx_sock *s, int kicked)
         ERR_clear_error();
         errno = 0;
         int n = SSL_read(s->ssl, v.iov_base, (int)(v.iov_len > 16384 ? 16384 : v.iov_len));
+        saved_errno = errno;
         if (n > 0) {
             v.iov_len = (size_t)n;
             evbuffer_commit_space(s->in, &v, 1);
@@ -496,20 +512,29 @@ static void tls_read(fx_sock *s, int kicked)
         if (err == SSL_ERROR_WANT_READ)
             break;
         if (err == SSL_ERROR_WANT_WRITE) {
+            /* reads wait for writability (on_writable re-arms them): no spinning on a readable socket */
             s->tls_rw = 1;
+            if (s->reading)
+                event_del(s->rev);
             if (!s->writing) {
                 event_add(s->wev, NULL);
                 s->writing = 1;
             }
             break;
         }
-        if (err == SSL_ERROR_ZERO_RETURN || (err == SSL_ERROR_SYSCALL && !errno && !ERR_peek_error()))
+        if (err == SSL_ERROR_ZERO_RETURN || (err == SSL_ERROR_SYSCALL && !saved_errno && !ERR_peek_error()))
             end = 1;
         else
             end = 2;
         break;
     }
     if (got) {
+        if (end == 2) {
+            char why[sizeof(s->tls_error)];
+            if (!s->tls_error[0])
+                snprintf(s->tls_error, sizeof(s->tls_error), "%s", fx_tls_reason(s->ssl, why, sizeof(why)));
+            s->tls_err_due = 1;
+        }
         if (end || SSL_has_pending(s->ssl))
             event_active(s->rev, EV_READ, 0); /* the rest (or the end) next turn */
         if (s->on_read)
@@ -523,7 +548,7 @@ static void tls_read(fx_sock *s, int kicked)
         return;
     }
     if (end == 2) {
-        tls_fail(s, err);
+        tls_fail(s, err, saved_errno);
         report(s, FX_SOCK_ERROR);
         return;
     }
@@ -547,6 +572,7 @@ static int tls_write_some(fx_sock *s)
         ERR_clear_error();
         errno = 0;
         int r = SSL_write(s->ssl, p, (int)n);
+        int saved_errno = errno;
         if (r > 0) {
             evbuffer_drain(s->out, (size_t)r);
             s->tls_wlen = 0;
@@ -558,7 +584,7 @@ static int tls_write_some(fx_sock *s)
             return 0;
         }
         /* WANT_READ would mean renegotiation, which is off on both sides: a failure like any other */
-        tls_fail(s, e);
+        tls_fail(s, e, saved_errno);
         s->failed = 0; /* the callers of write_some set it and report */
         return -1;
     }

@@ -69,11 +69,13 @@ struct fx_sock {
     unsigned eof : 1;
     unsigned failed : 1;
     unsigned kicked : 1;
+    unsigned abortive : 1;       /* set by the owner: close without TLS close_notify (a failure, not an end) */
     /* TLS (NULL ssl: plain TCP) */
     struct ssl_st *ssl;
     unsigned tls_hs : 1;         /* handshake in progress: no application bytes either way */
     unsigned tls_rw : 1;         /* SSL_read wants to write: finish it when writable */
     unsigned tls_server : 1;     /* accepted (else connected: CONNECTED waits for the handshake) */
+    unsigned tls_err_due : 1;    /* a TLS error came after some bytes: reported on the next turn */
     unsigned tls_wlen;           /* length of an SSL_write to repeat after WANT_WRITE (0: none) */
     char tls_error[128];         /* why the TLS layer failed ("" when it did not) */
 };

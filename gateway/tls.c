@@ -306,7 +306,23 @@ static SSL_CTX *server_base(const fx_tls_server_conf *t, fx_tls_error *err)
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                               SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_read_ahead(ctx, 1);
-    SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"ficus", 5);
+    /* one session context per listener's settings: a session made on one listener (all the
+     * tickets share the key ring) never resumes on another with other certificates or ciphers */
+    unsigned char sid[32];
+    unsigned int sidlen = 0;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    int hashed = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
+    const char *parts[] = {t->cert, t->key, t->ciphers, t->ciphersuites};
+    for (size_t i = 0; hashed && i < sizeof(parts) / sizeof(parts[0]); i++)
+        hashed = EVP_DigestUpdate(md, parts[i] ? parts[i] : "", parts[i] ? strlen(parts[i]) + 1 : 1) == 1;
+    hashed = hashed && EVP_DigestUpdate(md, &t->min_version, sizeof(t->min_version)) == 1 &&
+             EVP_DigestFinal_ex(md, sid, &sidlen) == 1;
+    EVP_MD_CTX_free(md);
+    if (!hashed || SSL_CTX_set_session_id_context(ctx, sid, sidlen) != 1) {
+        set_err(err, "", "cannot set the TLS session context%s", NULL);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
     /* resumption by tickets only: no per-context session cache to lock and to lose at reload */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     if (t->session_tickets) {
@@ -437,7 +453,9 @@ SSL_CTX *fx_tls_client_ctx(const fx_tls_client_conf *t, fx_tls_error *err)
     }
     SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_IGNORE_UNEXPECTED_EOF);
+    /* no SSL_OP_IGNORE_UNEXPECTED_EOF here: an upstream's close without close_notify must not pass for the end
+     * of a response delimited by the close (a truncation on the path would go unnoticed) */
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                               SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_read_ahead(ctx, 1);
@@ -537,7 +555,7 @@ const char *fx_tls_reason(SSL *ssl, char *buf, size_t len)
         else
             snprintf(buf, len, "TLS error %lx", code);
     } else {
-        snprintf(buf, len, "TLS handshake failed");
+        snprintf(buf, len, "%s", ssl && SSL_is_init_finished(ssl) ? "TLS error" : "TLS handshake failed");
     }
     ERR_clear_error();
     return buf;

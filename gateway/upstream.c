@@ -57,6 +57,15 @@ void fx_pool_adopt(fx_pool *p, fx_config *cfg, const fx_upstream_conf *conf)
     p->cfg = fx_config_ref(cfg);
     p->conf = conf;
     fx_config_unref(old);
+    /* the same TLS settings may name files that changed (a rotated CA or client certificate): kept
+     * connections were verified with the old ones, so only new connections, on the new context, go on */
+    if (conf->tls)
+        fx_pool_close_idle(p);
+}
+
+static int same_str(const char *a, const char *b)
+{
+    return a == b || (a && b && !strcmp(a, b));
 }
 
 int fx_pool_matches(const fx_pool *p, const fx_upstream_conf *conf)
@@ -67,7 +76,12 @@ int fx_pool_matches(const fx_pool *p, const fx_upstream_conf *conf)
     for (size_t i = 0; i < o->ntargets; i++)
         if (strcmp(o->targets[i].text, conf->targets[i].text) != 0)
             return 0;
-    return 1;
+    /* a connection made under other TLS settings (or none) must never serve this upstream */
+    const fx_tls_client_conf *a = o->tls, *b = conf->tls;
+    if (!a != !b)
+        return 0;
+    return !a || (a->verify == b->verify && same_str(a->ca, b->ca) && same_str(a->server_name, b->server_name) &&
+                  same_str(a->client_cert, b->client_cert) && same_str(a->client_key, b->client_key));
 }
 
 static void pool_maybe_free(fx_pool *p)

@@ -891,3 +891,270 @@ class UpstreamTlsHealthTest(TlsBase):
         r = fxtest.fetch(gw.port, "GET", "/x")
         self.assertEqual((r.status, r.header("x-served-by")), (200, "ng-svc"), repr(r))
         self.assertIn("sni=[svc.internal]", r.body.decode())
+
+
+# --------------------------------------------------------------------------
+# 13. regressions from the TLS review: pooled upstream connections across reloads, truncated responses
+
+
+class PyTlsUpstream(fxtest.ThreadedServer):
+    """A TLS upstream in python's ssl (so it can close with or without close_notify).
+
+    `connections` counts TCP connections, `handshakes` completed handshakes, `targets` the
+    (connection, target) of every request. Modes: "keepalive" answers 200 "tls-up" with a
+    Content-Length and keeps the connection; "trunc" answers `200`, `Connection: close` and
+    1000 bytes with no length, then closes TCP without close_notify (python's close() never
+    sends one) ("/slow..." answers after 1 s); "clean" does the same but sends close_notify first
+    (unwrap()). `linger`: seconds between the last byte and the close (0: the gateway reads the data
+    and the close in one go)."""
+
+    BODY = b"t" * 1000
+
+    def __init__(self, test, cert, mode="keepalive", linger=0.0):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(cert.cert, cert.key)
+        self.mode = mode
+        self.linger = linger
+        self.handshakes = 0
+        self.targets = []
+        self.tls_socks = []
+        super().__init__(test)
+
+    def handle(self, sock, index):
+        try:
+            s = self.ctx.wrap_socket(sock, server_side=True)
+        except (ssl.SSLError, OSError):
+            return  # the gateway refused our certificate
+        with self.lock:
+            self.handshakes += 1
+            self.tls_socks.append(s)
+        try:
+            reader = fxtest._Reader(s)
+            while True:
+                req = fxtest.read_request(reader)
+                if req is None:
+                    return
+                with self.lock:
+                    self.targets.append((index, req["target"]))
+                if self.mode == "keepalive":
+                    if req["target"].startswith("/slow"):
+                        time.sleep(1.0)
+                    s.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\ntls-up")
+                    continue
+                s.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + self.BODY)
+                if self.linger:
+                    time.sleep(self.linger)
+                if self.mode == "clean":
+                    s.settimeout(3)
+                    try:
+                        s.unwrap()  # close_notify (then waits for the gateway's)
+                    except (ssl.SSLError, OSError):
+                        pass
+                return
+        finally:
+            s.close()
+
+    def close_connections(self):
+        super().close_connections()
+        with self.lock:
+            socks = list(self.tls_socks)
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except (OSError, ValueError):
+                pass
+
+
+def _dechunk(data):
+    """(body, complete) of a chunked body: complete only with the terminating 0-chunk."""
+    body = bytearray()
+    while True:
+        i = data.find(b"\r\n")
+        if i < 0:
+            return bytes(body), False
+        size = int(data[:i].split(b";")[0], 16)
+        if size == 0:
+            return bytes(body), data[i + 2:].startswith(b"\r\n")
+        chunk = data[i + 2:i + 2 + size]
+        body += chunk
+        if len(chunk) < size:
+            return bytes(body), False
+        data = data[i + 2 + size + 2:]
+
+
+class TlsReviewRegressionTest(TlsBase):
+    def upstream_gateway(self, up, tls):
+        cfg = self.config([up.address], upstream={"tls": tls}, admin={"address": f"127.0.0.1:{free_port()}"})
+        return self.gateway(cfg), cfg
+
+    def reload(self, gw, ok, cfg=None):
+        if cfg is not None:
+            gw.write_config(cfg)
+        gw.sighup()
+        self.wait_counts(gw, ok, 0, what=f"reload {ok}")
+        # the counter moves when the main thread has swapped the config; the worker applies it (and
+        # its pools) on its next loop turn
+        time.sleep(0.3)
+
+    def test_reload_with_other_upstream_tls_settings_drops_pooled_connections(self):
+        up = PyTlsUpstream(self, self.pki.server("up"))  # localhost / 127.0.0.1, not wrong.example
+        gw, cfg = self.upstream_gateway(up, {"verify": False, "server_name": "wrong.example"})
+        for i in range(2):
+            r = fxtest.fetch(gw.port, "GET", f"/before/{i}")
+            self.assertEqual((r.status, r.body), (200, b"tls-up"), f"verify: false: {r!r}")
+        self.assertEqual(up.handshakes, 1, "the upstream connection was not kept alive (the test needs it pooled)")
+
+        # verification on: the pooled connection was never verified and must not serve any more
+        cfg["upstreams"]["up"]["tls"] = {"ca": self.pki.ca, "server_name": "wrong.example"}
+        self.reload(gw, 1, cfg)
+        for i in range(2):
+            r = fxtest.fetch(gw.port, "GET", f"/after/{i}")
+            doc = self.assertProblem(r, 502, f"request {i} after turning verification on")
+            self.assertIn("certificate verify failed", doc["detail"], doc)
+        self.assertEqual([t for _, t in up.targets], ["/before/0", "/before/1"],
+                         "a request after the reload went over the connection made with verify: false")
+        self.assertEqual(up.handshakes, 1)
+
+    def test_reload_with_other_upstream_tls_settings_while_connection_busy(self):
+        """The same, with the connection busy during the reload: it must not go back into the new pool."""
+        up = PyTlsUpstream(self, self.pki.server("up"))
+        gw, cfg = self.upstream_gateway(up, {"verify": False, "server_name": "wrong.example"})
+        r = fxtest.fetch(gw.port, "GET", "/before")
+        self.assertEqual((r.status, r.body), (200, b"tls-up"), f"verify: false: {r!r}")
+        slow = {}
+        t = threading.Thread(target=lambda: slow.update(r=fxtest.fetch(gw.port, "GET", "/slow", timeout=10)))
+        t.start()
+        self.assertTrue(wait_until(lambda: len(up.targets) == 2, 3), f"/slow did not reach the upstream: {up.targets}")
+        cfg["upstreams"]["up"]["tls"] = {"ca": self.pki.ca, "server_name": "wrong.example"}
+        self.reload(gw, 1, cfg)
+        t.join(10)
+        self.assertEqual(slow["r"].status, 200, "the request in flight during the reload")
+        self.assertEqual([c for c, _ in up.targets], [0, 0], "the slow request did not reuse the pooled connection")
+        for i in range(2):
+            r = fxtest.fetch(gw.port, "GET", f"/after/{i}")
+            doc = self.assertProblem(r, 502, f"request {i} after turning verification on")
+            self.assertIn("certificate verify failed", doc["detail"], doc)
+        self.assertEqual([t for _, t in up.targets], ["/before", "/slow"],
+                         "a request after the reload went over the connection made with verify: false")
+
+    def test_reload_with_changed_ca_file_reconnects(self):
+        up = PyTlsUpstream(self, self.pki.server("up"))
+        ca_path = os.path.join(self.tmp, "upstream-ca.pem")
+        with open(ca_path, "wb") as f:
+            f.write(self.pki.ca_pem)
+        gw, cfg = self.upstream_gateway(up, {"ca": ca_path})
+        for i in range(2):
+            r = fxtest.fetch(gw.port, "GET", f"/before/{i}")
+            self.assertEqual((r.status, r.body), (200, b"tls-up"), repr(r))
+        self.assertEqual((up.connections, up.handshakes), (1, 1), "the upstream connection was not pooled")
+
+        # a CA rotation: the same config text, another CA file content (the new CA joins the bundle)
+        rotated = tlskit.CertFactory(os.path.join(self.tmp, "pki-rotated"), name="rotated test CA")
+        with open(ca_path + ".tmp", "wb") as f:
+            f.write(rotated.ca_pem + self.pki.ca_pem)
+        os.rename(ca_path + ".tmp", ca_path)
+        self.reload(gw, 1)
+        r = fxtest.fetch(gw.port, "GET", "/after-rotation")
+        self.assertEqual((r.status, r.body), (200, b"tls-up"), repr(r))
+        self.assertEqual((up.connections, up.handshakes), (2, 2),
+                         "the connection verified with the old CA file was reused after the reload")
+        self.assertEqual([c for c, _ in up.targets], [0, 0, 1])
+
+        # the old CA leaves the bundle: the upstream's certificate is no longer trusted, nothing reaches it
+        with open(ca_path + ".tmp", "wb") as f:
+            f.write(rotated.ca_pem)
+        os.rename(ca_path + ".tmp", ca_path)
+        self.reload(gw, 2)
+        r = fxtest.fetch(gw.port, "GET", "/after-removal")
+        doc = self.assertProblem(r, 502, "the upstream's CA was removed from the CA file")
+        self.assertIn("certificate verify failed", doc["detail"], doc)
+        self.assertEqual(len(up.targets), 3, f"a request reached the upstream over an old connection: {up.targets}")
+
+    def trunc_gateway(self, mode, linger=0.2):
+        up = PyTlsUpstream(self, self.pki.server(f"up-{mode}"), mode, linger)
+        log_path = os.path.join(self.tmp, f"access-{mode}.log")
+        gw = self.tls_gateway([up.address], upstream={"tls": {"ca": self.pki.ca}}, log={"access": log_path},
+                              admin=False)
+        return up, gw, log_path
+
+    def check_http11(self, mode, linger):
+        """An HTTP/1.1 client over TLS: a truncated response is chunked without its last chunk."""
+        up, gw, log_path = self.trunc_gateway(mode, linger)
+        c = self.tls_client(gw)
+        c.send(build_request("GET", f"/{mode}"))
+        first, headers, _ = c.read_head()
+        self.assertTrue(first.startswith("HTTP/1.1 200 "), f"{mode}: {first!r}")
+        self.assertEqual((fxtest.hget(headers, "transfer-encoding") or "").lower(), "chunked", f"{mode}: {headers}")
+        if mode == "trunc":
+            self.assertTrue(c.wait_closed(5), "the gateway kept the client connection after a truncated response")
+            body, complete = _dechunk(bytes(c.buf))
+            self.assertFalse(complete, f"a truncated upstream response ended with the last chunk: {bytes(c.buf)!r}")
+            self.assertEqual(body, PyTlsUpstream.BODY[:len(body)])
+        else:
+            r_body, complete = None, False
+            deadline = time.monotonic() + 5
+            while not complete and c._fill(deadline, "the chunked body"):
+                r_body, complete = _dechunk(bytes(c.buf))
+            self.assertTrue(complete, f"clean close: the chunked body did not end: {bytes(c.buf)[-200:]!r}")
+            self.assertEqual(r_body, PyTlsUpstream.BODY)
+        entry = self.wait_log(log_path, 1)[0]
+        self.assertEqual(entry.get("upstream_error"), "reset" if mode == "trunc" else None, f"{mode}: {entry}")
+        self.assertEqual(up.targets, [(0, f"/{mode}")])
+        gw.stop()
+
+    def read_http10(self, gw, target):
+        """An HTTP/1.0 request over TLS, read to the end: (bytes, how it ended)."""
+        ctx = tlskit.client_context(ca=self.pki.ca)
+        ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF  # python >= 3.10 sets it: an EOF must not pass for the end
+        raw = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
+        s = ctx.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False)
+        self.addCleanup(s.close)
+        s.sendall(f"GET {target} HTTP/1.0\r\nHost: test.local\r\n\r\n".encode())
+        data = bytearray()
+        while True:
+            try:
+                got = s.recv(65536)
+            except ssl.SSLError as e:  # SSLEOFError, or (python 3.11) UNEXPECTED_EOF_WHILE_READING
+                if isinstance(e, ssl.SSLEOFError) or "UNEXPECTED_EOF" in str(e):
+                    return bytes(data), "EOF without close_notify"
+                return bytes(data), f"TLS error {e}"
+            except ConnectionResetError:
+                return bytes(data), "reset"
+            if not got:
+                return bytes(data), "close_notify"
+            data += got
+
+    def check_http10(self, mode, linger):
+        """An HTTP/1.0 client reads to the close: only a close without close_notify tells it the response is cut."""
+        ending = {"trunc": "EOF without close_notify", "clean": "close_notify"}[mode]
+        up, gw, log_path = self.trunc_gateway(mode, linger)
+        data, how = self.read_http10(gw, f"/{mode}")
+        self.assertEqual(how, ending, f"{mode}: the gateway's close; got {data[:300]!r}")
+        head, _, body = data.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 200 ") or head.startswith(b"HTTP/1.0 200 "), f"{mode}: {head!r}")
+        self.assertNotIn(b"transfer-encoding", head.lower())
+        if mode == "clean":
+            self.assertEqual(body, PyTlsUpstream.BODY)
+        else:
+            self.assertEqual(body, PyTlsUpstream.BODY[:len(body)])
+        entry = self.wait_log(log_path, 1)[0]
+        self.assertEqual(entry.get("upstream_error"), "reset" if mode == "trunc" else None, f"{mode}: {entry}")
+        gw.stop()
+
+    def test_truncated_upstream_response_http11(self):
+        """The upstream closes without close_notify: the client's chunked body gets no last chunk (and
+        with close_notify, the same response is complete)."""
+        for mode in ("trunc", "clean"):
+            self.check_http11(mode, linger=0.2)
+
+    def test_truncated_upstream_response_http10(self):
+        """The gateway passes the truncation on as a close without close_notify (and a complete response
+        with one)."""
+        for mode in ("trunc", "clean"):
+            self.check_http10(mode, linger=0.2)
+
+    def test_truncated_upstream_response_data_and_close_in_one_read(self):
+        """The same truncation, with the last bytes and the upstream's close arriving together (no linger):
+        the gateway reads both in one turn, and the unexpected EOF must not be lost on the way."""
+        self.check_http11("trunc", linger=0)
+        self.check_http10("trunc", linger=0)
