@@ -6,6 +6,8 @@
  *                                       parsed by the same strict codec as client traffic
  *   handle                              the endpoint table
  *   metrics_text, config_json           the documents it serves (and /admin/events: events.c)
+ *   dashboard                           GET /admin/: the strangler-fig page (dashboard.html, embedded
+ *                                       at build time with its Content-Security-Policy)
  *   request_metrics, routes_json,       per-route and per-upstream request figures: every
  *   upstreams_json                      worker's counters summed here (stats.h)
  *   shadow_metrics, shadow_json         shadow traffic: counters and mismatching pairs summed
@@ -31,6 +33,7 @@
 
 #include "arena.h"
 #include "authorize.h"
+#include "dashboard_html.h" /* generated from dashboard.html by embed_dashboard.py */
 #include "events.h"
 #include "health.h"
 #include "http1.h"
@@ -84,18 +87,25 @@ static void conn_free(admin_conn *c)
 
 /* ---- responses --------------------------------------------------------------------------- */
 
-static void respond(admin_conn *c, int status, const char *ctype, struct evbuffer *body, int keep)
+/* `extra`: more header lines, each ending in CRLF ("" for none) */
+static void respond_with(admin_conn *c, int status, const char *ctype, const char *extra, struct evbuffer *body,
+                         int keep)
 {
     struct evbuffer *out = c->sock->out;
     evbuffer_add_printf(out,
                         "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                        "Cache-Control: no-store\r\n%s\r\n",
-                        status, fx_http_status_text(status), ctype, evbuffer_get_length(body),
+                        "Cache-Control: no-store\r\n%s%s\r\n",
+                        status, fx_http_status_text(status), ctype, evbuffer_get_length(body), extra,
                         keep ? "" : "Connection: close\r\n");
     evbuffer_add_buffer(out, body);
     fx_sock_flush(c->sock);
     if (!keep)
         c->closing = 1;
+}
+
+static void respond(admin_conn *c, int status, const char *ctype, struct evbuffer *body, int keep)
+{
+    respond_with(c, status, ctype, "", body, keep);
 }
 
 static void json_str(struct evbuffer *b, const char *s)
@@ -760,6 +770,35 @@ static void upstreams_json(fx_server *s, struct evbuffer *b)
     fx_config_unref(cfg);
 }
 
+/* ---- the dashboard ------------------------------------------------------------------------------ */
+
+/*
+ * GET /admin/: the strangler-fig page. It runs only its own inline style and script (allowed by
+ * hash in fx_dashboard_csp), reads this listener's JSON and /metrics, and fetches the consumer
+ * /metrics URLs the operator puts in ?consumers= (connect-src http: https:). GET /admin answers
+ * with a redirect that keeps the query, so /admin?consumers=... works too.
+ */
+static void dashboard(admin_conn *c, const fx_http_msg *m, struct evbuffer *b, int keep)
+{
+    if (fx_slice_eq(m->path, FX_SLICE_LIT("/admin"))) {
+        char loc[64 + 8192];
+        if (m->query.p && m->query.n < sizeof(loc) - 64)
+            snprintf(loc, sizeof(loc), "Location: /admin/?%.*s\r\n", (int)m->query.n, m->query.p);
+        else
+            snprintf(loc, sizeof(loc), "Location: /admin/\r\n");
+        ADD_LIT(b, "see /admin/\n");
+        respond_with(c, 301, "text/plain; charset=utf-8", loc, b, keep);
+        return;
+    }
+    char extra[1024]; /* embed_dashboard.py keeps the policy under 700 bytes */
+    snprintf(extra, sizeof(extra),
+             "Content-Security-Policy: %s\r\nX-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n"
+             "X-Frame-Options: DENY\r\n",
+             fx_dashboard_csp);
+    evbuffer_add_reference(b, fx_dashboard_html, fx_dashboard_html_len, NULL, NULL);
+    respond_with(c, 200, "text/html; charset=utf-8", extra, b, keep);
+}
+
 /* ---- requests ---------------------------------------------------------------------------------- */
 
 /*
@@ -872,6 +911,10 @@ static void handle(admin_conn *c, const fx_http_msg *m, const char *body, size_t
             goto not_allowed;
         metrics_text(s, b);
         respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", b, keep);
+    } else if (fx_slice_eq(path, FX_SLICE_LIT("/admin/")) || fx_slice_eq(path, FX_SLICE_LIT("/admin"))) {
+        if (!get)
+            goto not_allowed;
+        dashboard(c, m, b, keep);
     } else if (fx_slice_eq(path, FX_SLICE_LIT("/admin/config"))) {
         if (!get)
             goto not_allowed;
