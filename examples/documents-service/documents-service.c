@@ -71,6 +71,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include "ficus_authz.h"
+#include "listen.h"
 #include "store.h"
 
 #define NAME "documents-service"
@@ -645,49 +646,6 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     event_base_loopbreak(arg);
 }
 
-/* HOST:PORT or [V6]:PORT. */
-static int parse_listen(const char *s, char *host, size_t hostcap, unsigned short *port)
-{
-    const char *colon = strrchr(s, ':');
-    char *end;
-    if (!colon || !colon[1])
-        return -1;
-    errno = 0;
-    unsigned long p = strtoul(colon + 1, &end, 10);
-    if (*end || errno || p > 65535)
-        return -1;
-    const char *h = s;
-    size_t hlen = (size_t)(colon - s);
-    if (hlen >= 2 && h[0] == '[' && h[hlen - 1] == ']')
-        h++, hlen -= 2;
-    if (!hlen || hlen >= hostcap)
-        return -1;
-    memcpy(host, h, hlen);
-    host[hlen] = '\0';
-    *port = (unsigned short)p;
-    return 0;
-}
-
-static int print_bound(evutil_socket_t fd)
-{
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
-    char addr[INET6_ADDRSTRLEN];
-    if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
-        return -1;
-    if (ss.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&ss;
-        inet_ntop(AF_INET6, &s6->sin6_addr, addr, sizeof(addr));
-        printf(NAME " listening on [%s]:%u\n", addr, ntohs(s6->sin6_port));
-    } else {
-        const struct sockaddr_in *s4 = (const struct sockaddr_in *)&ss;
-        inet_ntop(AF_INET, &s4->sin_addr, addr, sizeof(addr));
-        printf(NAME " listening on %s:%u\n", addr, ntohs(s4->sin_port));
-    }
-    fflush(stdout);
-    return 0;
-}
-
 static void usage(FILE *f)
 {
     fprintf(f, "usage: " NAME " --listen HOST:PORT --brokers HOST:PORT[,..] --store FILE\n"
@@ -766,7 +724,7 @@ int main(int argc, char **argv)
         }
     }
     if (!listen || !brokers || !*brokers || !store || !*store || !*group || optind != argc ||
-        parse_listen(listen, host, sizeof(host), &port) < 0) {
+        ex_parse_listen(listen, host, sizeof(host), &port) < 0) {
         usage(stderr);
         return 2;
     }
@@ -810,7 +768,7 @@ int main(int argc, char **argv)
         fprintf(stderr, NAME ": cannot set up the event loop\n");
         goto out;
     }
-    if (print_bound(evhttp_bound_socket_get_fd(bound)) < 0) {
+    if (ex_print_bound(evhttp_bound_socket_get_fd(bound), NAME) < 0) {
         perror(NAME ": getsockname");
         goto out;
     }

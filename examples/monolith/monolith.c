@@ -41,6 +41,8 @@
 #include <event2/keyvalq_struct.h>
 #include <event2/util.h>
 
+#include "listen.h"
+
 #define KIB ((size_t)1024)
 #define MIB (1024 * KIB)
 
@@ -1261,52 +1263,6 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     event_base_loopbreak(arg);
 }
 
-/* HOST:PORT, [V6]:PORT or :PORT (all interfaces). */
-static int parse_listen(const char *s, char *host, size_t hostcap, unsigned short *port)
-{
-    const char *colon = strrchr(s, ':');
-    unsigned long p;
-    if (!colon || parse_uint(slice_str(colon + 1), 65535, &p) < 0)
-        return -1;
-    const char *h = s;
-    size_t hlen = (size_t)(colon - s);
-    if (hlen >= 2 && h[0] == '[' && h[hlen - 1] == ']') {
-        h++;
-        hlen -= 2;
-    }
-    if (hlen == 0) {
-        h = "0.0.0.0";
-        hlen = strlen(h);
-    }
-    if (hlen >= hostcap)
-        return -1;
-    memcpy(host, h, hlen);
-    host[hlen] = '\0';
-    *port = (unsigned short)p;
-    return 0;
-}
-
-/* The address actually bound: with port 0 only the kernel knows the port. */
-static int print_bound(evutil_socket_t fd)
-{
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
-    char addr[INET6_ADDRSTRLEN];
-    if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
-        return -1;
-    if (ss.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&ss;
-        inet_ntop(AF_INET6, &s6->sin6_addr, addr, sizeof(addr));
-        printf("monolith listening on [%s]:%u\n", addr, ntohs(s6->sin6_port));
-    } else {
-        const struct sockaddr_in *s4 = (const struct sockaddr_in *)&ss;
-        inet_ntop(AF_INET, &s4->sin_addr, addr, sizeof(addr));
-        printf("monolith listening on %s:%u\n", addr, ntohs(s4->sin_port));
-    }
-    fflush(stdout);
-    return 0;
-}
-
 static void usage(FILE *f)
 {
     fprintf(f, "usage: monolith --listen HOST:PORT [--quiet]\n"
@@ -1358,7 +1314,7 @@ int main(int argc, char **argv)
         default: usage(stderr); return 2;
         }
     }
-    if (!listen || optind != argc || parse_listen(listen, host, sizeof(host), &port) < 0) {
+    if (!listen || optind != argc || ex_parse_listen(listen, host, sizeof(host), &port) < 0) {
         usage(stderr);
         return 2;
     }
@@ -1388,7 +1344,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "monolith: cannot listen on %s\n", listen);
         goto out;
     }
-    if (print_bound(evhttp_bound_socket_get_fd(bound)) < 0) {
+    if (ex_print_bound(evhttp_bound_socket_get_fd(bound), "monolith") < 0) {
         perror("monolith: getsockname");
         goto out;
     }
