@@ -14,19 +14,30 @@ sticky, shadow, fallback, events, auth.forward and policies are the demo's own. 
 
 The documents-service binary is BUILD/examples/documents-service/documents-service beside
 $FICUS_BIN's build (or $DOCUMENTS_SERVICE_BIN).
+
+ScriptServerTest runs script/server itself, as a new user does, on free ports (FICUS_DEMO_PORTS)
+with that build (FICUS_BUILD, FICUS_SKIP_BUILD=1): it runs the banner's curl and kcat commands as
+printed, loads the printed dashboard URL in headless Chromium (test_dashboard's helpers; screenshot
+demo-dashboard.png in the test artifacts), and checks that Ctrl-C stops every process, and that a
+process dying on its own stops the others (SIGKILL for one that cannot act on SIGTERM).
 """
 
 import glob
 import json
 import os
+import re
+import shutil
+import signal
+import subprocess
 import time
 
 import jwt
 import yaml
 
 import fxtest
+import test_dashboard  # the module, not its classes: unittest would run those here too
 from fxtest import fetch, free_port
-from reloadkit import AdminMixin, parse_metrics
+from reloadkit import AdminMixin, parse_metrics, wait_until
 
 ISS = "https://id.example.com"
 AUD = "just-social"
@@ -270,3 +281,237 @@ class DemoTest(AdminMixin, fxtest.FxTestCase):
         self.assertEqual(svc.get("/api/documents/71").status, 404)
         self.assertEqual(svc.metrics().get("documents_service_view_documents"), 3)  # 70, 72, 73
         svc.stop()
+
+
+# --- script/server itself ---------------------------------------------------------------------------------
+
+SERVER_UP_S = 180.0  # bootstrap check, ficus check, three ASan processes, the backfill and its wait
+
+
+class ScriptServerTest(fxtest.FxTestCase):
+    """`script/server` as a new user runs it, on free ports (FICUS_DEMO_PORTS), with the binaries of
+    the build under test (FICUS_BUILD, FICUS_SKIP_BUILD=1): the banner's commands run as printed,
+    the printed dashboard URL in headless Chromium (test_dashboard's driver helpers), then Ctrl-C (SIGINT
+    to the process group) stops every process it started. And when one of them dies, it says so and
+    stops the others, with SIGKILL for one that does not stop on SIGTERM."""
+
+    # the browser helpers of the dashboard test, borrowed as plain functions (importing the class itself
+    # would make unittest run its tests a second time from this module)
+    browser = test_dashboard.DashboardBrowserTest.browser
+    js_errors = test_dashboard.DashboardBrowserTest.js_errors
+    screenshot = test_dashboard.DashboardBrowserTest.screenshot
+    side_rows = test_dashboard.DashboardBrowserTest.side_rows
+
+    def start_server(self):
+        self.ports = {k: free_port() for k in ("http", "https", "admin", "monolith", "service")}
+        build = os.path.dirname(os.path.dirname(fxtest.ficus_bin()))
+        env = dict(os.environ, **fxtest.SANITIZER_ENV)
+        env.update(FICUS_BUILD=build, FICUS_SKIP_BUILD="1", TMPDIR=self.tmp,
+                   FICUS_DEMO_PORTS=",".join(f"{k}={v}" for k, v in self.ports.items()))
+        env.pop("FICUS_CONFIG", None)
+        self.out_path = os.path.join(self.tmp, "server.stdout")
+        self.err_path = os.path.join(self.tmp, "server.stderr")
+        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.server = subprocess.Popen([os.path.join(fxtest.REPO, "script", "server")], cwd=fxtest.REPO,
+                                           env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                           start_new_session=True)  # its own process group, as in a terminal
+        self.pgid = self.server.pid
+        self.addCleanup(self.kill_group)
+
+    def kill_group(self):
+        """Whatever the test left running of this one process group (a failed test): SIGKILL."""
+        try:
+            os.killpg(self.pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            self.server.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def output(self):
+        return fxtest.read_text(self.out_path), fxtest.read_text(self.err_path)
+
+    def describe(self):
+        out, err = self.output()
+        return f"--- script/server stdout\n{fxtest.tail(out, 60)}\n--- stderr\n{fxtest.tail(err, 40)}"
+
+    def wait_banner(self):
+        deadline = time.monotonic() + SERVER_UP_S
+        while time.monotonic() < deadline:
+            out, _ = self.output()
+            if "\nCtrl-C stops everything." in out:
+                self.assertIn("ficus is running", out)
+                return out[out.index("ficus is running"):]
+            if self.server.poll() is not None:
+                self.fail(f"script/server exited with {self.server.returncode} before its banner\n{self.describe()}")
+            time.sleep(0.2)
+        self.fail(f"no banner from script/server within {SERVER_UP_S}s\n{self.describe()}")
+
+    def children(self):
+        """{comm: pid} of script/server's child processes (from /proc)."""
+        kids = {}
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            comm = stat[stat.index("(") + 1:stat.rindex(")")]
+            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+            if ppid == self.server.pid and comm != "sleep":
+                kids[comm] = int(d)
+        return kids
+
+    def demo_children(self):
+        kids = self.children()
+        named = {"gateway": kids.get("ficus"), "monolith": kids.get("monolith"),
+                 "service": kids.get("documents-servi")}  # comm is cut at 15 characters
+        self.assertTrue(all(named.values()), f"not all three processes run under script/server: {kids}")
+        return named
+
+    def assert_gone(self, pids):
+        for name, pid in pids.items():
+            alive = os.path.exists(f"/proc/{pid}")
+            if alive:
+                with open(f"/proc/{pid}/stat") as f:
+                    alive = f.read().split(") ")[1][0] != "Z"
+            self.assertFalse(alive, f"the {name} (pid {pid}) still runs after script/server exited\n{self.describe()}")
+
+    def sh(self, command, token):
+        r = subprocess.run(["sh", "-c", command], env=dict(os.environ, TOKEN=token), capture_output=True, timeout=30)
+        self.assertEqual(r.returncode, 0, f"{command}\n{r.stderr.decode(errors='replace')}")
+        return r.stdout.decode()
+
+    @staticmethod
+    def http_response(text):
+        head, _, body = text.replace("\r\n", "\n").partition("\n\n")
+        lines = head.split("\n")
+        status = int(lines[0].split()[1])
+        headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
+        return status, headers, body
+
+    def test_script_server_banner_commands_dashboard_and_ctrl_c(self):
+        for p in (test_dashboard.CHROMIUM, test_dashboard.CHROMEDRIVER):
+            if not os.path.exists(p):
+                self.skipTest(f"the dashboard check needs {p} (script/bootstrap installs it)")
+        self.start_server()
+        banner = self.wait_banner()
+        kids = self.demo_children()
+        _, err = self.output()
+        self.assertIsNone(fxtest.sanitizer_report(err), err)
+        p = self.ports
+
+        token = re.search(r"^  TOKEN=(\S+)$", banner, re.M).group(1)
+        commands = re.findall(r"^  (curl .*)$", banner, re.M)
+        self.assertEqual(len(commands), 3, banner)
+        dashboard = re.search(r"^  dashboard  (\S+)$", banner, re.M).group(1)
+        self.assertEqual(dashboard, f"http://127.0.0.1:{p['admin']}/admin/?consumers=http://127.0.0.1:{p['service']}/metrics")
+        kcat = re.search(r"^  (kcat .*)$", banner, re.M).group(1)
+        config = re.search(r"^  config     (\S+)", banner, re.M).group(1)
+        self.assertTrue(config.startswith(self.tmp), config)  # the rendered copy, in TMPDIR
+        for c in commands:
+            self.assertIn(f"http://127.0.0.1:{p['http']}/", c)
+
+        # 1. a read, from the service's view, with the author's profile joined in
+        status, headers, body = self.http_response(self.sh(commands[0], token))
+        self.assertEqual((status, headers.get("x-served-by")), (200, "documents-service"), body)
+        doc = json.loads(body)
+        self.assertEqual(doc["id"], "2")
+        self.assertEqual(doc["author_profile"], {"id": "2", "name": "Grace", "team": "compilers"})
+        # 2. a write to the monolith (no X-Served-By), which publishes an event
+        status, headers, body = self.http_response(self.sh(commands[1], token))
+        self.assertEqual(status, 200, body)
+        self.assertIsNone(headers.get("x-served-by"))
+        self.assertEqual(json.loads(body), {"id": "2", "name": "Grace Hopper", "team": "compilers"})
+        # 3. the view re-enriched by that event, within a bounded wait
+        deadline = time.monotonic() + CONVERGE_S
+        while True:
+            items = json.loads(self.sh(commands[2], token))["items"]
+            names = {i["author_profile"]["name"] for i in items}
+            if names == {"Grace Hopper"} or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        self.assertEqual(names, {"Grace Hopper"}, items)
+        self.assertIn("2", [i["id"] for i in items])
+        # the event itself, as the banner's kcat command prints it
+        if shutil.which("kcat"):
+            events = self.sh(kcat, token)
+            renamed = [line for line in events.splitlines() if line.startswith("key=2 ") and "Grace Hopper" in line]
+            self.assertEqual(len(renamed), 1, events)
+            self.assertEqual(json.loads(renamed[0][len("key=2 "):])["type"], "profile.updated")
+
+        # a few reads by user 1, who lands on the monolith's side: both sides have served
+        tok1 = subprocess.run([fxtest.ficus_bin(), "token", "--key", "var/dev/jwt-es256.pem", "--alg", "ES256",
+                               "--kid", "dev-es256", "--ttl", "10m", "--claims",
+                               '{"iss":"https://id.example.com","aud":"just-social","sub":"1","roles":["editor"]}'],
+                              cwd=fxtest.REPO, capture_output=True, check=True, text=True).stdout.strip()
+        for _ in range(3):
+            r = fetch(p["http"], "GET", "/api/documents/1", headers=[("Authorization", f"Bearer {tok1}")])
+            self.assertEqual((r.status, r.header("x-served-by")), (200, None), repr(r))
+
+        # the printed dashboard URL: both sides of documents-read with their shares, the service's lag
+        driver = self.browser()
+        driver.get(dashboard)
+        url = f"http://127.0.0.1:{p['service']}/metrics"
+
+        def filled():
+            rows = self.side_rows(driver, "documents-read")
+            lag = driver.execute_script("""
+                return Array.from(document.querySelectorAll('#consumers tr.lag')).map(
+                    tr => Array.from(tr.cells).map(td => td.textContent));""")
+            ok = set(rows) == {"documents", "monolith"} and all(r.get("share", "").endswith("%")
+                                                               for r in rows.values())
+            return (rows, lag) if ok and {r[1] for r in lag if r[0] == url} >= {"documents", "profiles"} else None
+
+        got = wait_until(filled, timeout=15, interval=0.2)
+        self.assertTrue(got, f"dashboard never filled: {self.side_rows(driver, 'documents-read')}\n"
+                             f"{driver.find_element('tag name', 'body').text}")
+        rows, lag = got
+        self.assertEqual(rows["documents"]["configured"], "50 % (w 50)")
+        self.assertEqual(rows["monolith"]["configured"], "50 % (w 50)")
+        # one read by Grace on the service, three by user 1 on the monolith
+        self.assertEqual((rows["documents"]["total"], rows["monolith"]["total"]), ("1", "3"), rows)
+        self.assertAlmostEqual(float(rows["documents"]["share"].rstrip(" %")), 25.0, delta=1.0)
+        for row in (r for r in lag if r[0] == url):
+            self.assertEqual(row[3:], ["0", "ready"], lag)
+        self.screenshot(driver, "demo-dashboard.png")
+        self.assertEqual(self.js_errors(driver), [])
+
+        # Ctrl-C: SIGINT to the whole process group, as a terminal sends it
+        rundir = os.path.dirname(config)
+        self.assertTrue(os.path.isdir(rundir))
+        os.killpg(self.pgid, signal.SIGINT)
+        try:
+            rc = self.server.wait(30)
+        except subprocess.TimeoutExpired:
+            self.fail(f"script/server still runs 30 s after SIGINT\n{self.describe()}")
+        self.assertEqual(rc, 130, self.describe())
+        self.assert_gone(kids)
+        out, err = self.output()
+        self.assertNotIn("SIGKILL", err)
+        self.assertNotIn("exited with status", err)
+        self.assertIsNone(fxtest.sanitizer_report(out + err), err)
+        self.assertFalse(os.path.exists(rundir), "the rendered config and the store were left behind")
+
+    def test_a_child_dying_stops_the_others(self):
+        self.start_server()
+        self.wait_banner()
+        kids = self.demo_children()
+        # the service stopped (SIGSTOP: it cannot act on SIGTERM), then the monolith killed
+        os.kill(kids["service"], signal.SIGSTOP)
+        os.kill(kids["monolith"], signal.SIGKILL)
+        try:
+            rc = self.server.wait(30)
+        except subprocess.TimeoutExpired:
+            self.fail(f"script/server still runs 30 s after the monolith died\n{self.describe()}")
+        self.assertEqual(rc, 1, self.describe())
+        _, err = self.output()
+        self.assertIn(f"script/server: the monolith (pid {kids['monolith']}) exited with status 137; "
+                      "stopping the others", err)
+        self.assertIn(f"the documents-service (pid {kids['service']}) did not stop within 5 s of SIGTERM; "
+                      "sending SIGKILL", err)
+        self.assertNotIn("the gateway (pid", err)  # it stopped on SIGTERM
+        self.assert_gone(kids)
