@@ -662,9 +662,13 @@ int fx_jwt_claim_render(const fx_jwt_claims *c, const char *name, char *buf, siz
     } else if (json_is_array(v)) {
         size_t i;
         json_t *e;
+        /* joined with ',' only when that cannot be misread: no element holds a ',' or starts like JSON
+         * ('[', '{', '"'), so a reader that takes a leading '[' as JSON is never fooled (["not,admin"]
+         * must not arrive as the two roles "not" and "admin") */
         int flat = 1;
         json_array_foreach(v, i, e) {
-            flat &= json_is_string(e) || json_is_number(e);
+            const char *s = json_is_string(e) ? json_string_value(e) : NULL;
+            flat &= json_is_number(e) || (s && !strchr(s, ',') && !strchr("[{\"", s[0] ? s[0] : 'x'));
         }
         if (!flat) {
             if (put_json(&o, v) < 0)
@@ -676,6 +680,10 @@ int fx_jwt_claim_render(const fx_jwt_claims *c, const char *name, char *buf, siz
                 put_scalar(&o, e);
             }
         }
+    } else if (json_is_string(v) && strchr("[{\"", json_string_value(v)[0] ? json_string_value(v)[0] : 'x')) {
+        /* a string that would read as JSON goes as a JSON string ("\"[...]\""): never taken for a list */
+        if (put_json(&o, v) < 0)
+            return -1;
     } else {
         put_scalar(&o, v);
     }

@@ -14,18 +14,27 @@
  *     a consistent resume point. The rebalance callback assigns each partition
  *     at its stored next offset, or at the beginning when none is stored: a
  *     first start, or a deleted store, rebuilds the view from the topics.
+ *     The store also keeps the cluster id its offsets belong to: a different
+ *     one (the embedded dev broker restarted empty) clears the view and reads
+ *     the new topics from the beginning (check_cluster).
  *   - the consumer queue signals a pipe (rd_kafka_queue_io_event_enable), and
  *     the loop drains it with rd_kafka_consumer_poll(.., 0): nothing blocks.
  *     One drain is one transaction. A timer polls too, as a safety net, and
  *     recomputes the lag from the cached watermarks (rd_kafka_get_watermark_
  *     offsets: updated by every fetch response, never a network round trip).
- *   - HTTP: GET /api/documents/{id}, GET /api/documents?author=ID, /healthz
+ *   - HTTP: GET /api/documents/{id}, GET /api/documents?author=ID[&limit=N]
+ *     [&after=ID] (pages by id: "next" is the cursor when there are more), /healthz
  *     (503 until partitions are assigned and every one has caught up once),
  *     /metrics (Prometheus text, readable by the dashboard: CORS *).
  *
- * Authorization, early and in one place: identity comes only from the
- * headers the gateway forwards (X-User-Id, X-User-Roles: the gateway strips
- * client-sent copies), and per-document decisions are made by the authz
+ * Trust: this service believes the identity headers the gateway forwards
+ * (X-User-Id, X-User-Roles, X-User-Scope). The gateway strips client-sent
+ * copies; nothing here can. So it must be reachable only through the gateway:
+ * bind it to loopback (script/server runs it with --listen 127.0.0.1:8101) or
+ * a network only the gateway reaches, never a public address.
+ *
+ * Authorization, early and in one place: identity comes only from those
+ * headers, and per-document decisions are made by the authz
  * library (authz/ficus_authz.h) evaluating the deployment's own policy files
  * (--policies, default policies/) for route documents-read — the same files
  * and the same evaluator the gateway runs at the edge. We link the library
@@ -80,6 +89,12 @@
 #define ROLES_MAX 32
 #define ID_MAX 256
 #define ROUTE "documents-read"
+#define LIST_DEFAULT 100     /* GET /api/documents: items per page without ?limit= */
+#define LIST_MAX 1000
+#define LIST_MAX_TEXT "1000"
+#define HEADERS_MAX 16384    /* bytes of request headers (a gateway-forwarded GET needs a few hundred) */
+#define BODY_MAX 4096        /* this service only reads: no request needs a body */
+#define CLUSTER_WAIT_MS 2000 /* at an assignment the metadata is in: only an odd broker makes this wait */
 
 enum { TOPIC_PROFILES, TOPIC_DOCUMENTS, TOPIC_COUNT };
 static const char *const topic_names[TOPIC_COUNT] = {"profiles", "documents"};
@@ -120,6 +135,9 @@ struct app {
     int ready;      /* latched: caught up once */
     int fatal;      /* the store failed: stop without committing */
     int quiet;
+    uint64_t resets;  /* views cleared for a new cluster id or a cut log */
+    int rebuild;      /* a partition went back (its log was cut): clear and reread after this batch */
+    char *cluster;    /* the cluster id of the last assignment (NULL: the brokers give none) */
     uint64_t applied[TOPIC_COUNT];
     uint64_t skipped[TOPIC_COUNT][8];
 };
@@ -191,20 +209,27 @@ static void reply_problem(struct app *app, struct evhttp_request *req, int statu
 /* ---- authz ---------------------------------------------------------------------------------- */
 
 /*
- * The caller as claims {"sub": X-User-Id, "roles": [X-User-Roles split at ","]}: the
- * gateway renders the token's `roles` array joined with ",". NULL without X-User-Id:
- * nobody the gateway vouched for.
+ * A forwarded claim back as JSON, undoing the gateway's rendering (fx_jwt_claim_render,
+ * authz/ficus_authz.h): an array of strings and numbers arrives joined with ",", any other
+ * array as compact JSON ("[...]"), a string as it is. So "[..." that parses as a JSON array
+ * is that array; anything else is split at "," into a list — except, with split_commas 0
+ * and no "," in it, kept as one string: a `scope` claim is an OAuth space-separated string,
+ * and the policy language's `'x' in token.scope` matches its words. The rendering cannot
+ * tell ["a,b"] from ["a","b"]: a value with a "," inside one element is split (docs: the
+ * gateway would have to render such an array as JSON for it to arrive intact).
  */
-static fx_authz_doc *claims_of(struct evhttp_request *req)
+static json_t *claim_of_header(const char *h, int split_commas)
 {
-    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
-    const char *sub = evhttp_find_header(in, "X-User-Id");
-    const char *roles = evhttp_find_header(in, "X-User-Roles");
-    if (!sub || !*sub)
-        return NULL;
-    json_t *c = json_pack("{s:s,s:[]}", "sub", sub, "roles");
-    json_t *arr = json_object_get(c, "roles");
-    for (const char *p = roles; p && *p;) {
+    if (h[0] == '[') {
+        json_t *v = json_loads(h, JSON_REJECT_DUPLICATES, NULL);
+        if (json_is_array(v))
+            return v;
+        json_decref(v);
+    }
+    if (!split_commas && !strchr(h, ','))
+        return json_string(h);
+    json_t *arr = json_array();
+    for (const char *p = h; arr && *p;) {
         const char *comma = strchr(p, ',');
         size_t n = comma ? (size_t)(comma - p) : strlen(p);
         while (n && (*p == ' ' || *p == '\t'))
@@ -215,7 +240,28 @@ static fx_authz_doc *claims_of(struct evhttp_request *req)
             json_array_append_new(arr, json_stringn(p, n));
         p = comma ? comma + 1 : p + strlen(p);
     }
-    char *text = json_dumps(c, JSON_COMPACT);
+    return arr;
+}
+
+/*
+ * The caller as claims {"sub": X-User-Id, "roles": X-User-Roles, "scope": X-User-Scope},
+ * each as the gateway rendered it (claim_of_header); a missing header is a missing claim.
+ * NULL without X-User-Id: nobody the gateway vouched for.
+ */
+static fx_authz_doc *claims_of(struct evhttp_request *req)
+{
+    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    const char *sub = evhttp_find_header(in, "X-User-Id");
+    const char *roles = evhttp_find_header(in, "X-User-Roles");
+    const char *scope = evhttp_find_header(in, "X-User-Scope");
+    if (!sub || !*sub)
+        return NULL;
+    json_t *c = json_pack("{s:s}", "sub", sub);
+    if (c && roles)
+        json_object_set_new(c, "roles", claim_of_header(roles, 1));
+    if (c && scope)
+        json_object_set_new(c, "scope", claim_of_header(scope, 0));
+    char *text = c ? json_dumps(c, JSON_COMPACT) : NULL;
     json_decref(c);
     char err[128];
     fx_authz_doc *doc = text ? fx_authz_doc_parse(text, strlen(text), err, sizeof(err)) : NULL;
@@ -292,17 +338,39 @@ static void handle_get(struct app *app, struct evhttp_request *req, const char *
 struct list_ctx {
     struct app *app;
     const fx_authz_doc *claims;
-    int n;
+    long n, limit;
+    char *last;  /* the id of the last item sent: the cursor when there are more */
+    int more;
 };
 
-static void list_row(void *arg, const docstore_row *row)
+/* One row of the page: sent when the caller may read it; a readable row past the limit
+ * only says that there are more, and stops the walk. */
+static int list_row(void *arg, const docstore_row *row)
 {
     struct list_ctx *c = arg;
     if (!may_read(c->app, c->claims, row->id, row->author))
-        return;
+        return 0;
+    if (c->n == c->limit) {
+        c->more = 1;
+        return 1;
+    }
     if (c->n++)
         evbuffer_add(c->app->out, ",", 1);
     evbuffer_add(c->app->out, row->json, strlen(row->json));
+    free(c->last);
+    c->last = strdup(row->id);
+    return 0;
+}
+
+/* ?limit=: 1..LIST_MAX, LIST_DEFAULT when absent; -1 when not such a number. */
+static long list_limit(const char *v)
+{
+    if (!v)
+        return LIST_DEFAULT;
+    char *end;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    return *v >= '0' && *v <= '9' && !*end && !errno && n >= 1 && n <= LIST_MAX ? n : -1;
 }
 
 static void handle_list(struct app *app, struct evhttp_request *req)
@@ -315,20 +383,35 @@ static void handle_list(struct app *app, struct evhttp_request *req)
         return;
     }
     const char *author = evhttp_find_header(&q, "author");
+    const char *after = evhttp_find_header(&q, "after");
+    long limit = list_limit(evhttp_find_header(&q, "limit"));
     fx_authz_doc *claims = claims_of(req);
     if (!claims) {
         reply_problem(app, req, 401, "Unauthorized",
                       "no X-User-Id: call this service through the gateway, which forwards the caller's identity");
+    } else if (limit < 0) {
+        reply_problem(app, req, 400, "Bad Request", "limit must be a whole number from 1 to " LIST_MAX_TEXT);
     } else {
-        struct list_ctx c = {app, claims, 0};
+        struct list_ctx c = {app, claims, 0, limit, NULL, 0};
         evbuffer_add(app->out, "{\"items\":[", 10);
-        if (docstore_list(app->store, author && *author ? author : NULL, list_row, &c) < 0) {
+        if (docstore_list_page(app->store, author && *author ? author : NULL, after && *after ? after : NULL,
+                               list_row, &c) < 0) {
             evbuffer_drain(app->out, evbuffer_get_length(app->out));
             reply_problem(app, req, 500, "Internal Server Error", docstore_error(app->store));
         } else {
-            evbuffer_add(app->out, "]}", 2);
+            evbuffer_add(app->out, "]", 1);
+            if (c.more && c.last) { /* the cursor: pass it as ?after= for the next page */
+                json_t *next = json_string(c.last);
+                char *text = next ? json_dumps(next, JSON_ENCODE_ANY) : NULL;
+                json_decref(next);
+                if (text)
+                    evbuffer_add_printf(app->out, ",\"next\":%s", text);
+                free(text);
+            }
+            evbuffer_add(app->out, "}", 1);
             reply(app, req, 200, "application/json");
         }
+        free(c.last);
     }
     fx_authz_doc_free(claims);
     evhttp_clear_headers(&q);
@@ -382,8 +465,12 @@ static void handle_metrics(struct app *app, struct evhttp_request *req)
                            "documents_service_view_documents %" PRId64 "\n"
                            "# HELP documents_service_ready 1 once every assigned partition caught up.\n"
                            "# TYPE documents_service_ready gauge\n"
-                           "documents_service_ready %d\n",
-                        docstore_count(app->store), app->ready);
+                           "documents_service_ready %d\n"
+                           "# HELP documents_service_view_resets_total Views cleared and rebuilt because the "
+                           "cluster id changed.\n"
+                           "# TYPE documents_service_view_resets_total counter\n"
+                           "documents_service_view_resets_total %" PRIu64 "\n",
+                        docstore_count(app->store), app->ready, app->resets);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Access-Control-Allow-Origin", "*");
     reply(app, req, 200, "text/plain; version=0.0.4");
 }
@@ -426,6 +513,11 @@ static void refresh_lag(struct app *app)
         rd_kafka_get_watermark_offsets(app->rk, topic_names[p->topic], p->partition, &lo, &hi);
         /* before the first message the position is the log start (0 for an empty log) */
         int64_t pos = p->next >= 0 ? p->next : hi == 0 ? 0 : lo;
+        /* a position past the log's end is not "caught up": the log was cut (or the topic made
+         * anew) and librdkafka resets to the beginning; where it is comes with the next message
+         * or end-of-partition event (on_partition_eof) */
+        if (hi >= 0 && pos > hi)
+            pos = -1;
         if (hi < 0 || pos < 0)
             p->lag = hi > 0 ? hi : -1; /* an upper bound once the end is known */
         else
@@ -451,6 +543,45 @@ static int commit_batch(struct app *app)
     return 0;
 }
 
+/*
+ * The stored offsets are positions in one cluster's logs. Another cluster — the dev broker
+ * restarted empty, or the service pointed elsewhere — has other logs under the same names:
+ * an offset of the old one may lie past the new end (librdkafka would silently read from the
+ * beginning, on top of rows that no longer exist) or inside it (skipping events). So the
+ * store remembers the cluster id, and a different one empties it: the view is rebuilt from
+ * the beginning of the new topics. At an assignment the metadata (and its cluster id) is
+ * already cached: rd_kafka_clusterid does not wait. 0, or -1 when the store failed.
+ */
+static int check_cluster(struct app *app, rd_kafka_t *rk)
+{
+    char *now = rd_kafka_clusterid(rk, CLUSTER_WAIT_MS);
+    if (!now) {
+        say(app, "the brokers give no cluster id: cannot tell a restarted (emptied) broker from the old one");
+        return 0;
+    }
+    int found;
+    char *stored = docstore_cluster(app->store, &found);
+    int ret = 0;
+    if (found < 0) {
+        ret = -1;
+    } else if (!found || strcmp(stored, now)) {
+        if (found)
+            fprintf(stderr, NAME ": the cluster id changed from %s to %s (a new or emptied broker): clearing the "
+                            "view and its offsets, rebuilding the view from the beginning of the topics\n",
+                    stored, now);
+        ret = docstore_reset(app->store, now);
+        if (ret == 0 && found) {
+            app->ready = 0;
+            app->resets++;
+        }
+    }
+    free(stored);
+    free(app->cluster);
+    app->cluster = strdup(now);
+    rd_kafka_mem_free(rk, now);
+    return ret;
+}
+
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts,
                          void *opaque)
 {
@@ -474,12 +605,23 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
         app->parts = np;
         app->capparts = (size_t)parts->cnt;
     }
+    if (check_cluster(app, rk) < 0) {
+        rd_kafka_assign(rk, NULL);
+        fail_store(app);
+        return;
+    }
     for (int i = 0; i < parts->cnt; i++) {
         rd_kafka_topic_partition_t *tp = &parts->elems[i];
         int t = topic_index(tp->topic);
         if (t < 0)
             continue;
         int64_t next = docstore_next_offset(app->store, tp->topic, tp->partition);
+        if (next < -1) { /* not "nothing stored": replaying everything on top of the view is wrong */
+            app->nparts = 0;
+            rd_kafka_assign(rk, NULL);
+            fail_store(app);
+            return;
+        }
         tp->offset = next >= 0 ? next : RD_KAFKA_OFFSET_BEGINNING;
         app->parts[app->nparts++] = (struct part){t, tp->partition, next, -1};
         if (next >= 0)
@@ -511,6 +653,12 @@ static void apply_message(struct app *app, rd_kafka_message_t *m)
         fail_store(app);
         return;
     }
+    if (p->next >= 0 && m->offset < p->next) {
+        fprintf(stderr, NAME ": %s[%" PRId32 "] continues at %" PRId64 ", before the stored %" PRId64
+                        " (the log was cut or made anew under the same cluster id)\n",
+                topic, m->partition, m->offset, p->next);
+        app->rebuild = 1;
+    }
     p->next = m->offset + 1;
     if (o == DOCSTORE_APPLIED) {
         app->applied[t]++;
@@ -522,21 +670,74 @@ static void apply_message(struct app *app, rd_kafka_message_t *m)
     say(app, "skipped %s[%" PRId32 "]@%" PRId64 ": %s", topic, m->partition, m->offset, reason);
 }
 
+/* The end of a partition (enable.partition.eof): the consumer's position is exactly m->offset
+ * now, every message before it delivered. After a reset past the end of a cut log that is
+ * where we are, whatever the store said. */
+static void on_partition_eof(struct app *app, rd_kafka_message_t *m)
+{
+    int t = m->rkt ? topic_index(rd_kafka_topic_name(m->rkt)) : -1;
+    struct part *p = t >= 0 ? part_find(app, t, m->partition) : NULL;
+    if (!p || p->next == m->offset)
+        return;
+    if (p->next > m->offset) {
+        fprintf(stderr, NAME ": %s[%" PRId32 "] ends at %" PRId64 ", before the stored %" PRId64
+                        " (the log was cut or made anew under the same cluster id)\n",
+                topic_names[t], m->partition, m->offset, p->next);
+        app->rebuild = 1;
+    }
+    p->next = m->offset;
+}
+
+/*
+ * A partition went back: the broker lost its log (the dev broker restarted empty, and its
+ * cluster id happens to be the old one) and librdkafka reset to the beginning. Rows of the
+ * old log would stay in the view forever, and other partitions may sit at offsets the new
+ * logs only reach later (skipping their events). So, inside the batch's transaction: clear
+ * the view, the tables and the offsets, and reread every assigned partition from the
+ * beginning (a new assignment drops the messages already fetched for the old positions).
+ */
+static void rebuild_view(struct app *app)
+{
+    app->rebuild = 0;
+    if (docstore_begin(app->store) < 0 || docstore_reset(app->store, app->cluster) < 0) {
+        fail_store(app);
+        return;
+    }
+    fprintf(stderr, NAME ": clearing the view and its offsets, rebuilding the view from the beginning of the topics\n");
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)app->nparts);
+    for (size_t i = 0; i < app->nparts; i++) {
+        struct part *p = &app->parts[i];
+        rd_kafka_topic_partition_list_add(l, topic_names[p->topic], p->partition)->offset = RD_KAFKA_OFFSET_BEGINNING;
+        p->next = -1;
+        p->lag = -1;
+    }
+    rd_kafka_resp_err_t e = rd_kafka_assign(app->rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (e)
+        fprintf(stderr, NAME ": assign: %s\n", rd_kafka_err2str(e));
+    app->assigned = e == RD_KAFKA_RESP_ERR_NO_ERROR;
+    app->ready = 0;
+    app->resets++;
+}
+
 /* One drain of the consumer queue, as one transaction. */
 static void drain(struct app *app)
 {
     int n = 0;
     rd_kafka_message_t *m;
-    while (!app->fatal && n < BATCH_MAX && (m = rd_kafka_consumer_poll(app->rk, 0))) {
-        if (m->err) {
-            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                say(app, "consumer: %s", rd_kafka_message_errstr(m));
+    while (!app->fatal && !app->rebuild && n < BATCH_MAX && (m = rd_kafka_consumer_poll(app->rk, 0))) {
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            on_partition_eof(app, m);
+        } else if (m->err) {
+            say(app, "consumer: %s", rd_kafka_message_errstr(m));
         } else {
             apply_message(app, m);
             n++;
         }
         rd_kafka_message_destroy(m);
     }
+    if (app->rebuild && !app->fatal)
+        rebuild_view(app);
     commit_batch(app);
     if (n == BATCH_MAX && !app->fatal)
         event_active(app->kafka_ev, EV_READ, 0); /* more waiting: after the HTTP requests that are */
@@ -567,6 +768,7 @@ static rd_kafka_t *kafka_new(struct app *app, const char *brokers, const char *g
         {"enable.auto.commit", "false"},       /* offsets live in the store */
         {"enable.auto.offset.store", "false"},
         {"auto.offset.reset", "earliest"},     /* a stored offset past the log's end: read it all again */
+        {"enable.partition.eof", "true"},      /* the position after such a reset (on_partition_eof) */
         {"allow.auto.create.topics", "true"},  /* a first start before the first write still gets assigned */
         {"topic.metadata.refresh.interval.ms", "5000"},
         /* a restarted instance gets its partitions back in seconds: the dev broker's group
@@ -687,6 +889,7 @@ static void app_free(struct app *app)
     if (app->policies)
         fx_policy_set_unref(app->policies);
     free(app->parts);
+    free(app->cluster);
     if (app->base)
         event_base_free(app->base);
 }
@@ -742,6 +945,8 @@ int main(int argc, char **argv)
         goto out;
     }
     evhttp_set_gencb(app.http, on_request, &app);
+    evhttp_set_max_headers_size(app.http, HEADERS_MAX);
+    evhttp_set_max_body_size(app.http, BODY_MAX);
     evhttp_set_allowed_methods(app.http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
                                              EVHTTP_REQ_PATCH | EVHTTP_REQ_DELETE);
     struct evhttp_bound_socket *bound = evhttp_bind_socket_with_handle(app.http, host, port);

@@ -18,13 +18,14 @@
  *   view(id, author, json)       the stream-table join: each document with
  *                                "author_profile" = its author's profile
  *   offsets(topic, partition, next)
+ *   meta(key, value)             "cluster": the Kafka cluster id the offsets belong to
  *
  * Map of this file:
- *   schema    open, pragmas, tables, prepared statements
+ *   schema    open, pragmas, tables, prepared statements; the cluster id, reset
  *   events    a CloudEvent's value → (type, id, data) or a skip reason
  *   join      (re)computing view rows: one document, or every row of an author
  *   apply     one message: the change, its view rows, its offset
- *   reads     get, list, count for the HTTP side
+ *   reads     get, list (whole or a page), count for the HTTP side
  */
 #include "store.h"
 
@@ -36,7 +37,8 @@
 #include <string.h>
 #include <unistd.h>
 
-const char *const docstore_skip_reasons[] = {"not_json", "no_id", "unknown_type", "no_data"};
+const char *const docstore_skip_reasons[] = {"not_json", "no_id", "unknown_type", "no_data", "id_mismatch",
+                                             "duplicate_member"};
 const size_t docstore_nskip_reasons = sizeof(docstore_skip_reasons) / sizeof(docstore_skip_reasons[0]);
 
 enum {
@@ -45,6 +47,7 @@ enum {
     Q_PROFILE_GET, Q_PROFILE_PUT, Q_PROFILE_DEL,
     Q_DOC_PUT, Q_DOC_DEL, Q_DOCS_OF_AUTHOR,
     Q_VIEW_PUT, Q_VIEW_DEL, Q_VIEW_GET, Q_VIEW_ALL, Q_VIEW_OF_AUTHOR, Q_VIEW_COUNT,
+    Q_VIEW_PAGE, Q_VIEW_PAGE_OF_AUTHOR, Q_META_GET, Q_META_SET,
     Q_COUNT
 };
 
@@ -70,6 +73,12 @@ static const char *const queries[Q_COUNT] = {
     [Q_VIEW_ALL] = "SELECT id, author, json FROM view ORDER BY id",
     [Q_VIEW_OF_AUTHOR] = "SELECT id, author, json FROM view WHERE author = ?1 ORDER BY id",
     [Q_VIEW_COUNT] = "SELECT count(*) FROM view",
+    /* ?1 NULL: from the first id on */
+    [Q_VIEW_PAGE] = "SELECT id, author, json FROM view WHERE ?1 IS NULL OR id > ?1 ORDER BY id",
+    [Q_VIEW_PAGE_OF_AUTHOR] = "SELECT id, author, json FROM view WHERE author = ?2 AND (?1 IS NULL OR id > ?1) "
+                              "ORDER BY id",
+    [Q_META_GET] = "SELECT value FROM meta WHERE key = ?1",
+    [Q_META_SET] = "INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
 };
 
 static const char schema[] =
@@ -81,7 +90,8 @@ static const char schema[] =
     "CREATE TABLE IF NOT EXISTS view(id TEXT PRIMARY KEY, author TEXT, json TEXT NOT NULL);"
     "CREATE INDEX IF NOT EXISTS view_author ON view(author);"
     "CREATE TABLE IF NOT EXISTS offsets(topic TEXT NOT NULL, partition INTEGER NOT NULL, "
-    "next INTEGER NOT NULL, PRIMARY KEY(topic, partition));";
+    "next INTEGER NOT NULL, PRIMARY KEY(topic, partition));"
+    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);";
 
 struct docstore {
     sqlite3 *db;
@@ -225,6 +235,16 @@ int docstore_commit(docstore *s)
     return db_fail(s, "commit");
 }
 
+/* Abandons the open transaction; the message of what failed stays in s->err. */
+static void rollback(docstore *s)
+{
+    char keep[sizeof(s->err)];
+    memcpy(keep, s->err, sizeof(keep));
+    s->in_tx = 0;
+    run(s, stmt(s, Q_ROLLBACK), "rollback");
+    memcpy(s->err, keep, sizeof(keep));
+}
+
 int docstore_in_transaction(const docstore *s)
 {
     return s->in_tx;
@@ -235,9 +255,52 @@ int64_t docstore_next_offset(docstore *s, const char *topic, int32_t partition)
     sqlite3_stmt *st = stmt(s, Q_OFFSET_GET);
     sqlite3_bind_text(st, 1, topic, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int(st, 2, partition);
-    int64_t next = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    int rc = sqlite3_step(st);
+    int64_t next = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : rc == SQLITE_DONE ? -1 : -2;
+    if (next == -2)
+        db_fail(s, "reading an offset");
     sqlite3_reset(st);
     return next;
+}
+
+char *docstore_cluster(docstore *s, int *found)
+{
+    sqlite3_stmt *st = stmt(s, Q_META_GET);
+    sqlite3_bind_text(st, 1, "cluster", -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    char *id = rc == SQLITE_ROW ? strdup((const char *)sqlite3_column_text(st, 0)) : NULL;
+    *found = rc == SQLITE_ROW && id ? 1 : rc == SQLITE_DONE ? 0 : -1;
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        db_fail(s, "reading the cluster id");
+    else if (rc == SQLITE_ROW && !id)
+        set_err(s, "store %s: out of memory", s->path);
+    sqlite3_reset(st);
+    return id;
+}
+
+/* Everything goes in one transaction: a crash halfway leaves the old store, whose cluster id
+ * still differs, so the next start resets again. */
+int docstore_reset(docstore *s, const char *cluster)
+{
+    static const char wipe[] = "DELETE FROM view; DELETE FROM documents; DELETE FROM profiles; DELETE FROM offsets;";
+    int own = !s->in_tx;
+    if (own && docstore_begin(s) < 0)
+        return -1;
+    if (sqlite3_exec(s->db, wipe, NULL, NULL, NULL) != SQLITE_OK) {
+        db_fail(s, "clearing the view for a new cluster");
+        if (own)
+            rollback(s);
+        return -1;
+    }
+    sqlite3_stmt *st = stmt(s, Q_META_SET);
+    sqlite3_bind_text(st, 1, "cluster", -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, cluster, -1, SQLITE_TRANSIENT);
+    if (cluster && run(s, st, "storing the cluster id") < 0) {
+        if (own)
+            rollback(s);
+        return -1;
+    }
+    return own ? docstore_commit(s) : 0;
 }
 
 /* ---- events ------------------------------------------------------------------------------- */
@@ -269,10 +332,27 @@ static const char *nonempty_string(json_t *v)
     return json_is_string(v) && json_string_length(v) ? json_string_value(v) : NULL;
 }
 
+/* Whether a data.id (string, or integer as the monolith might write it) names `id`. */
+static int same_id(json_t *v, const char *id)
+{
+    char num[32];
+    if (json_is_string(v))
+        return !strcmp(json_string_value(v), id) && strlen(id) == json_string_length(v);
+    if (json_is_integer(v)) {
+        snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        return !strcmp(num, id);
+    }
+    return 0;
+}
+
 /*
- * Decodes a CloudEvent (docs/events.md). The id is data.id for an update (the
- * resource says who it is), else the subject, else the message key: a deleted
- * event has no data. Returns NULL on success, or the skip reason.
+ * Decodes a CloudEvent (docs/events.md). The id is the message key: the
+ * gateway renders it from the route's {id}, the resource the monolith wrote.
+ * data.id is the request body's word, echoed by the monolith (which drops a
+ * literal "id" member but not "\u0069d"), so it only has to agree: an event
+ * whose data.id or subject names another resource is skipped (id_mismatch),
+ * never applied to the one it names. Without a key (a producer other than
+ * the gateway), the subject. Returns NULL on success, or the skip reason.
  */
 static const char *decode(json_t *ev, const char *key, struct event *out)
 {
@@ -287,12 +367,16 @@ static const char *decode(json_t *ev, const char *key, struct event *out)
         if (!json_is_object(out->data))
             return "no_data";
     }
-    out->id = out->data ? nonempty_string(json_object_get(out->data, "id")) : NULL;
+    json_t *subject = json_object_get(ev, "subject");
+    out->id = key ? key : nonempty_string(subject);
     if (!out->id)
-        out->id = nonempty_string(json_object_get(ev, "subject"));
-    if (!out->id)
-        out->id = key;
-    return out->id ? NULL : "no_id";
+        return "no_id";
+    if (subject && !same_id(subject, out->id))
+        return "id_mismatch";
+    json_t *data_id = out->data ? json_object_get(out->data, "id") : NULL;
+    if (data_id && !same_id(data_id, out->id))
+        return "id_mismatch";
+    return NULL;
 }
 
 /* ---- join --------------------------------------------------------------------------------- */
@@ -334,28 +418,25 @@ static int view_put(docstore *s, const char *id, const char *author, const char 
     return run(s, st, "writing a view row");
 }
 
-/* A profile changed (or went): every view row of that author gets it again. */
+/*
+ * A profile changed (or went): every view row of that author gets it again,
+ * one document at a time while the statement steps (an author with many
+ * documents is never held in memory at once). Writing `view` while reading
+ * `documents` on one connection is fine for SQLite: different tables, and
+ * view_put uses only its own statement.
+ */
 static int reenrich_author(docstore *s, const char *author)
 {
     json_t *profile = profile_of(s, author);
-    /* collect first: view_put reuses statements while this one is stepping */
-    json_t *docs = json_array();
     sqlite3_stmt *st = stmt(s, Q_DOCS_OF_AUTHOR);
     sqlite3_bind_text(st, 1, author, -1, SQLITE_TRANSIENT);
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        json_array_append_new(docs, json_pack("[ss]", (const char *)sqlite3_column_text(st, 0),
-                                              (const char *)sqlite3_column_text(st, 1)));
+    int rc, ret = 0;
+    while (ret == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW)
+        ret = view_put(s, (const char *)sqlite3_column_text(st, 0), author, (const char *)sqlite3_column_text(st, 1),
+                       profile);
+    if (ret == 0 && rc != SQLITE_DONE)
+        ret = db_fail(s, "reading the documents of an author");
     sqlite3_reset(st);
-    int ret = rc == SQLITE_DONE ? 0 : db_fail(s, "reading the documents of an author");
-    size_t i;
-    json_t *pair;
-    json_array_foreach(docs, i, pair) {
-        if (ret == 0)
-            ret = view_put(s, json_string_value(json_array_get(pair, 0)), author,
-                           json_string_value(json_array_get(pair, 1)), profile);
-    }
-    json_decref(docs);
     json_decref(profile);
     return ret;
 }
@@ -425,10 +506,16 @@ docstore_outcome docstore_apply(docstore *s, const char *topic, int32_t partitio
 {
     /* the key as a C string (ids are text; a key with a NUL is cut there) */
     char *k = key && keylen ? strndup(key, keylen) : NULL;
-    json_t *ev = value ? json_loadb(value, len, 0, NULL) : NULL;
+    /* duplicate members are refused, not resolved: jansson would keep the last one, and the
+     * monolith may have stored the first ("\u0069d" is not the "id" it drops) */
+    json_error_t jerr;
+    json_t *ev = value ? json_loadb(value, len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
     struct event e;
     int ret = 0;
-    *reason = ev ? decode(ev, k && *k ? k : NULL, &e) : "not_json";
+    if (ev)
+        *reason = decode(ev, k && *k ? k : NULL, &e);
+    else
+        *reason = value && json_error_code(&jerr) == json_error_duplicate_key ? "duplicate_member" : "not_json";
     /* a store failure here leaves half an event in the open transaction: the caller must
      * not commit it (the service stops; a restart resumes at the last commit) */
     if (!*reason)
@@ -487,6 +574,25 @@ int docstore_list(docstore *s, const char *author, void (*fn)(void *arg, const d
     }
     sqlite3_reset(st);
     return rc == SQLITE_DONE ? 0 : db_fail(s, "listing the view");
+}
+
+int docstore_list_page(docstore *s, const char *author, const char *after,
+                       int (*fn)(void *arg, const docstore_row *row), void *arg)
+{
+    sqlite3_stmt *st = stmt(s, author ? Q_VIEW_PAGE_OF_AUTHOR : Q_VIEW_PAGE);
+    if (after)
+        sqlite3_bind_text(st, 1, after, -1, SQLITE_TRANSIENT);
+    if (author)
+        sqlite3_bind_text(st, 2, author, -1, SQLITE_TRANSIENT);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        docstore_row row = {(const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1),
+                            (const char *)sqlite3_column_text(st, 2)};
+        if (fn(arg, &row))
+            break;
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : db_fail(s, "listing the view");
 }
 
 int64_t docstore_count(docstore *s)

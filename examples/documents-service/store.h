@@ -42,8 +42,17 @@ int docstore_begin(docstore *s);
 int docstore_commit(docstore *s);
 int docstore_in_transaction(const docstore *s);
 
-/* The stored next offset of a partition, or -1 when none is stored (or on error). */
+/* The stored next offset of a partition; -1 when none is stored, -2 when the store failed
+ * (docstore_error): a caller must not mistake a failure for "read it all again". */
 int64_t docstore_next_offset(docstore *s, const char *topic, int32_t partition);
+
+/* The Kafka cluster id the offsets belong to: malloc'd, or NULL when none is stored (found = 0)
+ * or on error (found = -1). */
+char *docstore_cluster(docstore *s, int *found);
+/* A different cluster (the broker restarted empty, or another one): its offsets mean nothing
+ * here. Empties the view, both tables and the offsets and stores `cluster` (NULL: keeps the
+ * stored one), in one transaction (its own, or the caller's open one). 0, or -1. */
+int docstore_reset(docstore *s, const char *cluster);
 
 /*
  * Applies one message of `topic` at `offset` (inside a transaction): the
@@ -59,6 +68,10 @@ docstore_outcome docstore_apply(docstore *s, const char *topic, int32_t partitio
 char *docstore_get(docstore *s, const char *id, char **author, int *found);
 /* Every view row (of `author` when not NULL), sorted by id. 0, or -1. */
 int docstore_list(docstore *s, const char *author, void (*fn)(void *arg, const docstore_row *row), void *arg);
+/* The view rows (of `author` when not NULL) with an id after `after` (NULL: from the start),
+ * sorted by id, until fn returns non-zero. Holds one row at a time. 0, or -1. */
+int docstore_list_page(docstore *s, const char *author, const char *after,
+                       int (*fn)(void *arg, const docstore_row *row), void *arg);
 /* Rows in the view, or -1. */
 int64_t docstore_count(docstore *s);
 

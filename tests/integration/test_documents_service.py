@@ -5,7 +5,9 @@ A real `ficus devbroker` holds the topics; kcat writes CloudEvents into them as 
 serves the enriched documents. Covered: readiness (503 before the first assignment, 200 once caught
 up), convergence with the author's profile, re-enrichment on a profile update, delete, per-document
 authorization from the forwarded identity headers, malformed messages skipped and counted, the
-metrics, a restart that resumes from the stored offsets, and a rebuild after the store is deleted.
+metrics, a restart that resumes from the stored offsets, a rebuild after the store is deleted, a rebuild
+when the broker is a new (empty) cluster under a kept store, an event whose data names another resource
+than its key (skipped), OAuth scope from X-User-Scope, and paging of the list.
 """
 
 import json
@@ -75,12 +77,14 @@ class DocumentsService:
                 raise AssertionError(f"documents-service did not start\n{self.proc.describe()}")
             time.sleep(0.02)
 
-    def get(self, target, user=None, roles=None):
+    def get(self, target, user=None, roles=None, scope=None):
         headers = []
         if user is not None:
             headers.append(("X-User-Id", user))
         if roles is not None:
             headers.append(("X-User-Roles", roles))
+        if scope is not None:
+            headers.append(("X-User-Scope", scope))
         r = fxtest.fetch(self.port, "GET", target, headers=headers)
         self.test.assertEqual(r.header("x-served-by"), "documents-service", r)
         return r
@@ -205,6 +209,51 @@ class DocumentsServiceTest(FxTestCase):
         self.assertEqual(listing(user="u1", q="?author=u2"), [])
         self.assertEqual(svc.get("/api/documents?author=u1").status, 401)
 
+        # scope, as the gateway forwards it (auth.forward X-User-Scope: scope): the route's policy
+        # permits 'documents:read' in token.scope — an OAuth string of words, or a ","-joined array
+        self.assertEqual(svc.get("/api/documents/d3", user="u9", scope="openid documents:read").status, 200)
+        self.assertEqual(svc.get("/api/documents/d3", user="u9", scope="profile,documents:read").status, 200)
+        self.assertEqual(svc.get("/api/documents/d3", user="u9", scope="openid documents:write").status, 403)
+        self.assertEqual(svc.get("/api/documents/d3", user="u9", scope="documents:readx").status, 403)
+        self.assertEqual(listing(user="u9", scope="documents:read"), ["d1", "d3"])
+        # roles rendered as JSON (an array the gateway does not join: a non-string element)
+        self.assertEqual(svc.get("/api/documents/d3", user="u9", roles='["editor",{"x":1}]').status, 200)
+        self.assertEqual(svc.get("/api/documents/d3", user="u9", roles='["x,editor",{"x":1}]').status, 403)
+
+        # pages: ?limit=&after=, "next" only when there are more readable items
+        page = svc.get("/api/documents?limit=1", user="root", roles="admin").json()
+        self.assertEqual(([d["id"] for d in page["items"]], page.get("next")), (["d1"], "d1"))
+        page = svc.get("/api/documents?limit=1&after=d1", user="root", roles="admin").json()
+        self.assertEqual(([d["id"] for d in page["items"]], page.get("next")), (["d3"], None))
+        page = svc.get("/api/documents?limit=1", user="u2").json()  # d1 is not u2's: not counted
+        self.assertEqual(([d["id"] for d in page["items"]], page.get("next")), (["d3"], None))
+        for bad in ("0", "1001", "x", "-1", ""):
+            r = svc.get(f"/api/documents?limit={bad}", user="root", roles="admin")
+            self.assertEqual(r.status, 400, (bad, r))
+        r = fxtest.fetch(svc.port, "GET", "/api/documents", headers=[("X-User-Id", "u1"), ("X-Big", "x" * 20000)])
+        self.assertGreaterEqual(r.status, 400, r)
+
+        # the review's forged write: PUT /api/profiles/2 {"\u0069d":"1",...} reaches the topic keyed "2"
+        # with both members (the monolith drops only a literal "id"); profile u1 must not change
+        before = svc.metrics()
+        forged = ('{"specversion":"1.0","id":"e1","type":"profile.updated","subject":"u2",'
+                  '"data":{"id":"u2","\\u0069d":"u1","name":"Mallory","team":"x"}}')
+        self.produce(broker, "profiles", [("u2", forged),
+                                          ("u2", event("profile.updated", "u2", {"id": "u1", "name": "Mallory"})),
+                                          ("u9", event("profile.updated", "u9", {"id": "u9", "name": "Nine"}))])
+        prof = lambda m, reason: m[("documents_service_events_skipped_total",
+                                    frozenset({("topic", "profiles"), ("reason", reason)}))]
+        applied_p = ("documents_service_events_applied_total", frozenset({("topic", "profiles")}))
+        svc.wait_for("the forged profiles skipped, u9 applied", lambda: (lambda m: (
+            prof(m, "duplicate_member") > prof(before, "duplicate_member")
+            and prof(m, "id_mismatch") > prof(before, "id_mismatch") and m[applied_p] > before[applied_p]))(
+            svc.metrics()))
+        m = svc.metrics()
+        for reason in ("duplicate_member", "id_mismatch"):
+            key = ("documents_service_events_skipped_total", frozenset({("topic", "profiles"), ("reason", reason)}))
+            self.assertEqual(m[key] - before[key], 1, reason)
+        self.assertEqual(svc.get("/api/documents/d1", user="u1").json()["author_profile"]["name"], "Ada Lovelace")
+
         # malformed messages: skipped, counted by reason, never a crash; their offsets advance
         before = svc.metrics()
         self.produce(broker, "documents", [
@@ -227,7 +276,7 @@ class DocumentsServiceTest(FxTestCase):
                          (2, 1, 1, 1))
         applied = ("documents_service_events_applied_total", frozenset({("topic", "documents")}))
         self.assertEqual(m[applied], 5)  # d1 d2 d3, the delete, d4
-        self.assertEqual(m[("documents_service_events_applied_total", frozenset({("topic", "profiles")}))], 3)
+        self.assertEqual(m[("documents_service_events_applied_total", frozenset({("topic", "profiles")}))], 4)
         self.assertEqual(m[("documents_service_view_documents", frozenset())], 3)
         self.assertEqual(m[("documents_service_ready", frozenset())], 1)
         lags = {k: v for k, v in m.items() if k[0] == "documents_service_consumer_lag"}
@@ -276,6 +325,44 @@ class DocumentsServiceTest(FxTestCase):
         self.assertEqual(m[("documents_service_events_applied_total", frozenset({("topic", "profiles")}))], 1)
         self.assertEqual(svc.view(), view)
         self.assertNotIn("at stored offset", svc.proc.stderr())
+
+    def test_new_cluster_under_a_kept_store_rebuilds(self):
+        """The embedded broker restarted empty (a new cluster id) while the store file stayed: the
+        stored offsets point into logs that no longer exist. The view is cleared and rebuilt from the
+        new topics — not left with the old rows, not resumed at an offset the new log never had."""
+        old = fxtest.DevBroker(self, self.tmp, name="old", args=TOPICS)
+        self.produce(old, "profiles", [profile("u1", "Ada")])
+        self.produce(old, "documents", [document(f"d{i}", "u1", f"doc {i}") for i in range(1, 7)])
+        svc = self.service(old, name="first")
+        svc.wait_ready()
+        self.assertEqual(len(svc.view()), 6)
+        svc.stop()
+        old.stop()
+
+        new = fxtest.DevBroker(self, self.tmp, name="new", args=TOPICS)
+        self.produce(new, "documents", [document("d1", "u1", "doc 1, new cluster"), document("d9", "u1", "nine")])
+        svc = self.service(new, name="second")
+        svc.wait_ready()
+        view = svc.wait_for("the new cluster's two documents",
+                            lambda: [d["id"] for d in svc.view()] == ["d1", "d9"] and svc.view())
+        self.assertEqual(view[0]["title"], "doc 1, new cluster")
+        self.assertIsNone(view[0]["author_profile"])  # u1's profile was in the old cluster only
+        # a new cluster id, or (the dev broker's id can repeat) a partition that went back
+        self.assertIn("rebuilding the view from the beginning", svc.proc.stderr())
+        m = svc.metrics()
+        self.assertEqual(m[("documents_service_view_resets_total", frozenset())], 1)
+        self.assertEqual(m[("documents_service_view_documents", frozenset())], 2)
+        # written after the rebuild: still applied (the offsets now belong to the new cluster)
+        self.produce(new, "documents", [document("d10", "u1", "ten")])
+        svc.wait_for("d10", lambda: [d["id"] for d in svc.view()] == ["d1", "d10", "d9"])
+        svc.stop()
+
+        # and a restart on the same new cluster resumes, no second reset
+        svc = self.service(new, name="third")
+        svc.wait_ready()
+        self.assertEqual([d["id"] for d in svc.view()], ["d1", "d10", "d9"])
+        self.assertNotIn("rebuilding the view", svc.proc.stderr())
+        self.assertIn("at stored offset", svc.proc.stderr())
 
 
 if __name__ == "__main__":

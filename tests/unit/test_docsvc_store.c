@@ -8,10 +8,15 @@
  *   malformed     each skip reason, and the offset advancing past a skipped message
  *   durability    offsets and rows commit together: an uncommitted batch leaves neither,
  *                 a committed one survives reopening, a deleted file starts empty
- *   reads         listing sorted by id, by author, and the count
+ *   ids           the message key names the resource: a data.id or subject naming another one,
+ *                 and duplicate members ("\u0069d" next to "id"), are skipped, never applied
+ *   cluster       the stored cluster id, and a reset that empties everything but it
+ *   reads         listing sorted by id, by author, pages after a cursor, and the count;
+ *                 a profile re-enriching more documents than one statement step holds
  */
 #include <check.h>
 #include <jansson.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -205,6 +210,12 @@ static const struct {
     {"k", "{\"type\":7,\"data\":{\"id\":\"d9\"}}", "unknown_type"},
     {"k", "{\"type\":\"document.updated\",\"subject\":\"d9\"}", "no_data"},
     {"k", "{\"type\":\"profile.updated\",\"data\":\"text\"}", "no_data"},
+    {"2", "{\"type\":\"profile.updated\",\"subject\":\"2\",\"data\":{\"id\":\"1\",\"name\":\"x\"}}", "id_mismatch"},
+    {"2", "{\"type\":\"profile.updated\",\"subject\":\"1\",\"data\":{\"id\":\"2\",\"name\":\"x\"}}", "id_mismatch"},
+    {"2", "{\"type\":\"document.deleted\",\"subject\":\"1\"}", "id_mismatch"},
+    {"2", "{\"type\":\"profile.updated\",\"data\":{\"id\":2.0}}", "id_mismatch"},
+    {"2", "{\"type\":\"profile.updated\",\"data\":{\"id\":\"2\",\"\\u0069d\":\"1\"}}", "duplicate_member"},
+    {"2", "{\"type\":\"profile.updated\",\"type\":\"profile.deleted\"}", "duplicate_member"},
 };
 
 START_TEST(test_malformed_skipped_offset_advances)
@@ -220,6 +231,43 @@ START_TEST(test_malformed_skipped_offset_advances)
     for (size_t r = 0; r < docstore_nskip_reasons; r++)
         known |= !strcmp(docstore_skip_reasons[r], reason);
     ck_assert_msg(known, "reason %s is not in docstore_skip_reasons", reason);
+    docstore_close(s);
+}
+END_TEST
+
+/*
+ * The review's case: PUT /api/profiles/2 with {"\u0069d":"1",...}. The monolith drops only a
+ * literal "id", stores profile 2 with both members, and the gateway publishes it keyed "2".
+ * Profile 1 in the view must stay as it was.
+ */
+START_TEST(test_escaped_id_cannot_overwrite_another_profile)
+{
+    docstore *s = open_store();
+    put_ok(s, "profiles", 0, "1", profile_ev("1", "One"));
+    put_ok(s, "documents", 0, "d1", doc_ev("d1", "1", "by one"));
+    const char *reason = NULL;
+    const char *forged = "{\"specversion\":\"1.0\",\"type\":\"profile.updated\",\"subject\":\"2\","
+                         "\"data\":{\"id\":\"2\",\"\\u0069d\":\"1\",\"name\":\"Mallory\"}}";
+    ck_assert_int_eq(put(s, "profiles", 1, "2", forged, &reason), DOCSTORE_SKIPPED);
+    ck_assert_str_eq(reason, "duplicate_member");
+    /* without the literal "id" (an upstream that drops none): data.id names another resource */
+    const char *other = "{\"type\":\"profile.updated\",\"subject\":\"2\",\"data\":{\"\\u0069d\":\"1\",\"name\":\"Mallory\"}}";
+    ck_assert_int_eq(put(s, "profiles", 2, "2", other, &reason), DOCSTORE_SKIPPED);
+    ck_assert_str_eq(reason, "id_mismatch");
+    json_t *r = row(s, "d1");
+    ck_assert_str_eq(profile_name(r), "One");
+    json_decref(r);
+    ck_assert_int_eq(docstore_next_offset(s, "profiles", 0), 3);
+    /* the key decides even when data has no id at all, and an integer data.id may match it */
+    put_ok(s, "profiles", 3, "1", "{\"type\":\"profile.updated\",\"data\":{\"name\":\"Uno\"}}");
+    put_ok(s, "documents", 1, "7", "{\"type\":\"document.updated\",\"data\":{\"id\":7,\"author\":\"1\"}}");
+    r = row(s, "d1");
+    ck_assert_str_eq(profile_name(r), "Uno");
+    json_decref(r);
+    r = row(s, "7");
+    ck_assert_ptr_nonnull(r);
+    ck_assert_str_eq(profile_name(r), "Uno");
+    json_decref(r);
     docstore_close(s);
 }
 END_TEST
@@ -267,6 +315,52 @@ START_TEST(test_batch_commits_rows_and_offsets_together)
 }
 END_TEST
 
+START_TEST(test_cluster_id_and_reset)
+{
+    docstore *s = open_store();
+    int found = 7;
+    ck_assert_ptr_null(docstore_cluster(s, &found));
+    ck_assert_int_eq(found, 0);
+    put_ok(s, "profiles", 0, "u1", profile_ev("u1", "Ada"));
+    put_ok(s, "documents", 4, "d1", doc_ev("d1", "u1", "One"));
+    ck_assert_int_eq(docstore_reset(s, "cluster-A"), 0);
+    ck_assert_int_eq(docstore_count(s), 0);
+    ck_assert_int_eq(docstore_next_offset(s, "documents", 0), -1);
+    ck_assert_int_eq(docstore_next_offset(s, "profiles", 0), -1);
+    /* the profiles table went too: a document applied now joins nothing */
+    put_ok(s, "documents", 0, "d2", doc_ev("d2", "u1", "Two"));
+    json_t *r = row(s, "d2");
+    ck_assert_str_eq(profile_name(r), "null");
+    json_decref(r);
+    docstore_close(s);
+
+    s = open_store(); /* durable */
+    char *id = docstore_cluster(s, &found);
+    ck_assert_int_eq(found, 1);
+    ck_assert_str_eq(id, "cluster-A");
+    free(id);
+    ck_assert_int_eq(docstore_count(s), 1);
+    ck_assert_int_eq(docstore_next_offset(s, "documents", 0), 1);
+    docstore_close(s);
+}
+END_TEST
+
+/* A store that fails under the reader: an error, not "nothing stored" (which would replay). */
+START_TEST(test_next_offset_error_is_not_none)
+{
+    docstore *s = open_store();
+    put_ok(s, "documents", 0, "d1", doc_ev("d1", "u1", "One"));
+    /* the offsets table dropped behind the store's back: its prepared statement cannot run */
+    sqlite3 *db;
+    ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_exec(db, "DROP TABLE offsets", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    ck_assert_int_eq(docstore_next_offset(s, "documents", 0), -2);
+    ck_assert_msg(strstr(docstore_error(s), "reading an offset") != NULL, "error: %s", docstore_error(s));
+    docstore_close(s);
+}
+END_TEST
+
 static void collect(void *arg, const docstore_row *r)
 {
     char *buf = arg;
@@ -296,6 +390,67 @@ START_TEST(test_list_sorted_and_by_author)
 }
 END_TEST
 
+struct page {
+    char buf[256];
+    int n, limit;
+};
+
+static int collect_page(void *arg, const docstore_row *r)
+{
+    struct page *p = arg;
+    if (p->n == p->limit)
+        return 1;
+    p->n++;
+    strcat(p->buf, r->id);
+    strcat(p->buf, " ");
+    return 0;
+}
+
+START_TEST(test_list_page_after_cursor)
+{
+    docstore *s = open_store();
+    const char *ids[] = {"e", "a", "c", "b", "d"};
+    for (int i = 0; i < 5; i++)
+        put_ok(s, "documents", i, ids[i], doc_ev(ids[i], i % 2 ? "u2" : "u1", "x"));
+    struct page p = {"", 0, 2};
+    ck_assert_int_eq(docstore_list_page(s, NULL, NULL, collect_page, &p), 0);
+    ck_assert_str_eq(p.buf, "a b ");
+    p = (struct page){"", 0, 2};
+    ck_assert_int_eq(docstore_list_page(s, NULL, "b", collect_page, &p), 0);
+    ck_assert_str_eq(p.buf, "c d ");
+    p = (struct page){"", 0, 9};
+    ck_assert_int_eq(docstore_list_page(s, "u1", "a", collect_page, &p), 0);
+    ck_assert_str_eq(p.buf, "c d e "); /* u1 wrote e, c and d */
+    docstore_close(s);
+}
+END_TEST
+
+/* One profile update re-enriches every document of its author, iterating a statement
+ * (more rows than any batch), and leaves the other author's rows alone. */
+START_TEST(test_profile_reenriches_many_documents)
+{
+    docstore *s = open_store();
+    char id[16];
+    ck_assert_int_eq(docstore_begin(s), 0);
+    for (int i = 0; i < 3000; i++) {
+        snprintf(id, sizeof(id), "d%04d", i);
+        const char *v = doc_ev(id, i % 3 ? "u1" : "u2", "x");
+        const char *reason;
+        ck_assert_int_eq(docstore_apply(s, "documents", 0, i, id, strlen(id), v, strlen(v), &reason),
+                         DOCSTORE_APPLIED);
+    }
+    ck_assert_int_eq(docstore_commit(s), 0);
+    put_ok(s, "profiles", 0, "u1", profile_ev("u1", "Ada"));
+    for (int i = 0; i < 3000; i += 7) {
+        snprintf(id, sizeof(id), "d%04d", i);
+        json_t *r = row(s, id);
+        ck_assert_str_eq(profile_name(r), i % 3 ? "Ada" : "null");
+        json_decref(r);
+    }
+    docstore_close(s);
+}
+END_TEST
+
 static Suite *store_suite(void)
 {
     Suite *s = suite_create("docsvc_store");
@@ -308,6 +463,11 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_id_from_key_when_no_subject);
     tcase_add_test(tc, test_batch_commits_rows_and_offsets_together);
     tcase_add_test(tc, test_list_sorted_and_by_author);
+    tcase_add_test(tc, test_list_page_after_cursor);
+    tcase_add_test(tc, test_profile_reenriches_many_documents);
+    tcase_add_test(tc, test_escaped_id_cannot_overwrite_another_profile);
+    tcase_add_test(tc, test_cluster_id_and_reset);
+    tcase_add_test(tc, test_next_offset_error_is_not_none);
     suite_add_tcase(s, tc);
     return s;
 }

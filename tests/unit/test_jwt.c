@@ -853,7 +853,8 @@ static fx_jwt_claims *claims_of(const char *payload)
     "\"objs\":[{\"a\":1}],\"nested\":[[\"a\"]],\"bools\":[true],\"empty\":[],"                   \
     "\"org\":{\"id\":\"o1\",\"tier\":{\"x\":1}},\"pi\":1.5,"                                    \
     "\"https://example.com/roles\":[\"r1\",\"r2\"],\"a.b\":\"literal\",\"a\":{\"b\":\"walked\"},"  \
-    "\"c\":{\"d.e\":1},\"long\":\"abcdefghij\",\"big\":9007199254740993,\"uni\":\"Zo\\u00eb\"}"
+    "\"c\":{\"d.e\":1},\"long\":\"abcdefghij\",\"big\":9007199254740993,\"uni\":\"Zo\\u00eb\","        \
+    "\"comma\":[\"not,admin\"],\"brack\":[\"[\\\"admin\\\"]\"],\"sbrack\":\"[\\\"admin\\\"]\",\"q\":\"\\\"x\"}"
 
 START_TEST(test_claim_render)
 {
@@ -889,6 +890,11 @@ START_TEST(test_claim_render)
         {"exp", "1700003600"},
         {"big", "9007199254740993"},
         {"uni", "Zo\xc3\xab"},
+        /* never ambiguous for a reader that takes a leading '[' as JSON */
+        {"comma", "[\"not,admin\"]"},
+        {"brack", "[\"[\\\"admin\\\"]\"]"},
+        {"sbrack", "\"[\\\"admin\\\"]\""},
+        {"q", "\"\\\"x\""},
         {"", NULL},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
