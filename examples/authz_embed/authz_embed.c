@@ -33,6 +33,7 @@
 #include <time.h>
 
 #include "ficus_authz.h"
+#include "policy_dir.h"
 
 #define MAX_KV 64
 
@@ -49,36 +50,16 @@ static char *read_file(const char *path, size_t *len)
     return buf;
 }
 
-static int by_name(const struct dirent **a, const struct dirent **b)
-{
-    return strcmp((*a)->d_name, (*b)->d_name);
-}
-
-static int is_yaml(const struct dirent *e)
-{
-    size_t n = strlen(e->d_name);
-    return n > 5 && !strcmp(e->d_name + n - 5, ".yaml");
-}
-
 /* Every *.yaml of dir, compiled into one set (all or nothing). */
 static fx_policy_set *load_policies(const char *dir, const char *const *routes, size_t nroutes)
 {
     fx_authz_diags d = {0};
     fx_policy_builder *b = fx_policy_builder_new(nroutes ? routes : NULL, nroutes);
-    struct dirent **ents;
-    int n = scandir(dir, &ents, is_yaml, by_name);
-    if (n < 0) {
+    if (ex_policy_dir_add(b, dir, &d) < 0) {
         perror(dir);
         fx_policy_builder_free(b);
         return NULL;
     }
-    for (int i = 0; i < n; i++) {
-        char path[4096];
-        snprintf(path, sizeof(path), "%s/%s", dir, ents[i]->d_name);
-        fx_policy_builder_add_file(b, path, &d);
-        free(ents[i]);
-    }
-    free(ents);
     fx_policy_set *set = fx_policy_builder_finish(b, &d);
     fx_authz_diags_print(&d, stderr);
     fx_authz_diags_free(&d);

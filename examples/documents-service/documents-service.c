@@ -81,6 +81,7 @@
 
 #include "ficus_authz.h"
 #include "listen.h"
+#include "policy_dir.h"
 #include "store.h"
 
 #define NAME "documents-service"
@@ -805,37 +806,18 @@ static rd_kafka_t *kafka_new(struct app *app, const char *brokers, const char *g
 
 /* ---- main ----------------------------------------------------------------------------------- */
 
-static int by_name(const struct dirent **a, const struct dirent **b)
-{
-    return strcmp((*a)->d_name, (*b)->d_name);
-}
-
-static int is_yaml(const struct dirent *e)
-{
-    size_t n = strlen(e->d_name);
-    return n > 5 && !strcmp(e->d_name + n - 5, ".yaml");
-}
-
 /* Every *.yaml of dir plus BUILTIN_POLICY, as one set (all or nothing). */
 static fx_policy_set *load_policies(const char *dir)
 {
     fx_authz_diags d = {0};
-    struct dirent **ents;
-    int n = scandir(dir, &ents, is_yaml, by_name);
+    fx_policy_builder *b = fx_policy_builder_new(NULL, 0);
+    int n = ex_policy_dir_add(b, dir, &d);
     if (n <= 0) {
         fprintf(stderr, NAME ": --policies %s: %s\n", dir, n < 0 ? strerror(errno) : "no *.yaml policy files there");
-        if (n == 0)
-            free(ents);
+        fx_policy_builder_free(b);
+        fx_authz_diags_free(&d);
         return NULL;
     }
-    fx_policy_builder *b = fx_policy_builder_new(NULL, 0);
-    for (int i = 0; i < n; i++) {
-        char path[4096];
-        snprintf(path, sizeof(path), "%s/%s", dir, ents[i]->d_name);
-        fx_policy_builder_add_file(b, path, &d);
-        free(ents[i]);
-    }
-    free(ents);
     fx_policy_builder_add_buffer(b, NAME " (built in)", BUILTIN_POLICY, sizeof(BUILTIN_POLICY) - 1, &d);
     fx_policy_set *set = fx_policy_builder_finish(b, &d);
     fx_authz_diags_print(&d, stderr);
