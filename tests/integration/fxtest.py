@@ -10,6 +10,7 @@ run time, and to stop them again whatever happens:
                           and the example monolith
   Nginx                   nginx with a generated conf in a temp prefix
   RecordingUpstream       in-process upstreams on threads, for tests that
+  AnsweringUpstream       (a subclass answers one request: status, headers, body)
   SinkUpstream            need control over raw bytes: record requests,
   BulkUpstream            swallow or send huge bodies, echo WebSocket
   WebSocketEchoUpstream   frames, or misbehave on purpose
@@ -982,6 +983,32 @@ class RecordingUpstream(ThreadedServer):
                 time.sleep(self.delay)
             close = wants_close(req)
             sock.sendall(self.response_bytes(close))
+            if close:
+                return
+
+
+class AnsweringUpstream(ThreadedServer):
+    """A keep-alive HTTP/1.1 upstream whose subclass only decides the answer: answer(req)
+    returns (status, [(header, value)], body) for one request (read_request's dict). This
+    class reads requests in turn, writes Content-Length and, when the request asked for it,
+    Connection: close (then closes)."""
+
+    def answer(self, req):
+        raise NotImplementedError
+
+    def handle(self, sock, index):
+        reader = _Reader(sock)
+        while True:
+            req = read_request(reader)
+            if req is None:
+                return
+            status, headers, body = self.answer(req)
+            head = f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\n"
+            head += "".join(f"{k}: {v}\r\n" for k, v in headers)
+            close = wants_close(req)
+            if close:
+                head += "Connection: close\r\n"
+            sock.sendall(head.encode() + b"\r\n" + body)
             if close:
                 return
 

@@ -25,7 +25,7 @@ import tempfile
 import time
 
 import fxtest
-from fxtest import fetch, free_port, read_request, _Reader
+from fxtest import fetch, free_port
 from reloadkit import wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -50,7 +50,7 @@ def csp_hash(text):
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
 
 
-class ConsumerMetrics(fxtest.ThreadedServer):
+class ConsumerMetrics(fxtest.AnsweringUpstream):
     """A documents-service stand-in: GET /metrics answers Prometheus text with consumer lag, and
     Access-Control-Allow-Origin: * (the dashboard reads it cross-origin)."""
 
@@ -66,18 +66,12 @@ class ConsumerMetrics(fxtest.ThreadedServer):
         self.hits = 0
         super().__init__(test)
 
-    def handle(self, sock, index):
-        reader = _Reader(sock)
-        while True:
-            req = read_request(reader)
-            if req is None:
-                return
-            with self.lock:
-                self.hits += 1
-            ok = req["target"] == "/metrics"
-            body = self.BODY if ok else b"not found\n"
-            sock.sendall(f"HTTP/1.1 {200 if ok else 404} X\r\nContent-Type: text/plain; version=0.0.4\r\n"
-                         f"Access-Control-Allow-Origin: *\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+    def answer(self, req):
+        with self.lock:
+            self.hits += 1
+        ok = req["target"] == "/metrics"
+        return (200 if ok else 404, [("Content-Type", "text/plain; version=0.0.4"),
+                                     ("Access-Control-Allow-Origin", "*")], self.BODY if ok else b"not found\n")
 
 
 class DashboardBase(fxtest.FxTestCase):

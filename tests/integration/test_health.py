@@ -19,7 +19,7 @@ from fxtest import fetch, free_port, read_request, wants_close, _Reader
 from reloadkit import AdminMixin, wait_until
 
 
-class SwitchableUpstream(fxtest.ThreadedServer):
+class SwitchableUpstream(fxtest.AnsweringUpstream):
     """Answers GET /health with 200 while .healthy, else 503; every other request
     with 200 and its name. Counts the health checks it got."""
 
@@ -30,25 +30,14 @@ class SwitchableUpstream(fxtest.ThreadedServer):
         self.served = 0
         super().__init__(test)
 
-    def handle(self, sock, index):
-        reader = _Reader(sock)
-        while True:
-            req = read_request(reader)
-            if req is None:
-                return
-            if req["target"] == "/health":
-                with self.lock:
-                    self.checks += 1
-                status, body = (200, b"ok") if self.healthy else (503, b"sick")
-            else:
-                with self.lock:
-                    self.served += 1
-                status, body = 200, self.name.encode()
-            close = wants_close(req)
-            sock.sendall(b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n%s\r\n%s"
-                         % (status, len(body), b"Connection: close\r\n" if close else b"", body))
-            if close:
-                return
+    def answer(self, req):
+        if req["target"] == "/health":
+            with self.lock:
+                self.checks += 1
+            return (200, [], b"ok") if self.healthy else (503, [], b"sick")
+        with self.lock:
+            self.served += 1
+        return 200, [], self.name.encode()
 
 
 class LateUpstream:

@@ -9,14 +9,14 @@ import os
 import time
 
 import fxtest
-from fxtest import build_request, fetch, free_port, read_request, wants_close, _Reader
+from fxtest import build_request, fetch, free_port
 from reloadkit import AdminMixin, wait_until
 
 NONE = "(none)"
 HS_SECRET = "metrics-test-secret-0123456789abcdef"
 
 
-class HalfFailingUpstream(fxtest.ThreadedServer):
+class HalfFailingUpstream(fxtest.AnsweringUpstream):
     """Answers 500 and 200 in turn (one counter for all connections), so exactly half of an
     even number of requests fail."""
 
@@ -24,21 +24,11 @@ class HalfFailingUpstream(fxtest.ThreadedServer):
         self.n = 0
         super().__init__(test)
 
-    def handle(self, sock, index):
-        reader = _Reader(sock)
-        while True:
-            req = read_request(reader)
-            if req is None:
-                return
-            with self.lock:
-                self.n += 1
-                status = 500 if self.n % 2 else 200
-            body = b"half"
-            close = wants_close(req)
-            sock.sendall(b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n%s\r\n%s"
-                         % (status, len(body), b"Connection: close\r\n" if close else b"", body))
-            if close:
-                return
+    def answer(self, req):
+        with self.lock:
+            self.n += 1
+            status = 500 if self.n % 2 else 200
+        return status, [], b"half"
 
 
 def series(m, name, **labels):

@@ -12,13 +12,13 @@ import json
 import time
 
 import fxtest
-from fxtest import build_request, fetch, free_port, read_request, wants_close, _Reader
+from fxtest import build_request, fetch, free_port
 from reloadkit import AdminMixin, wait_until
 
 J = [("Content-Type", "application/json")]
 
 
-class PathUpstream(fxtest.ThreadedServer):
+class PathUpstream(fxtest.AnsweringUpstream):
     """Answers each request from `table` by path: (status, [(header, value)], body); the
     default for other paths. Records (method, target, body) of every request."""
 
@@ -29,25 +29,12 @@ class PathUpstream(fxtest.ThreadedServer):
         self.requests = []
         super().__init__(test)
 
-    def handle(self, sock, index):
-        reader = _Reader(sock)
-        while True:
-            req = read_request(reader)
-            if req is None:
-                return
-            with self.lock:
-                self.requests.append((req["method"], req["target"], bytes(req["body"])))
-            if self.delay:
-                time.sleep(self.delay)
-            status, headers, body = self.table.get(req["target"].split("?")[0], self.default)
-            head = f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\n"
-            head += "".join(f"{k}: {v}\r\n" for k, v in headers)
-            close = wants_close(req)
-            if close:
-                head += "Connection: close\r\n"
-            sock.sendall(head.encode() + b"\r\n" + body)
-            if close:
-                return
+    def answer(self, req):
+        with self.lock:
+            self.requests.append((req["method"], req["target"], bytes(req["body"])))
+        if self.delay:
+            time.sleep(self.delay)
+        return self.table.get(req["target"].split("?")[0], self.default)
 
     def count(self):
         with self.lock:
