@@ -689,6 +689,18 @@ class RawClient:
             body = self._take(len(self.buf))
         return Response(version, status, reason, headers, body, head)
 
+    def read_ws_frame(self, timeout=10):
+        """One WebSocket frame (ws_read_frame's (fin, opcode, payload)), or None at EOF."""
+        deadline = time.monotonic() + timeout
+
+        def read_exact(n):
+            while len(self.buf) < n:
+                if not self._fill(deadline, "a websocket frame"):
+                    return None
+            return self._take(n)
+
+        return ws_read_frame(read_exact)
+
     def wait_closed(self, timeout=2.0):
         """True when the peer closes (FIN or RST) within `timeout`; data read meanwhile stays in buf."""
         deadline = time.monotonic() + timeout

@@ -18,7 +18,7 @@ import threading
 import time
 
 import fxtest
-from fxtest import build_request, free_port, hall, ws_accept, ws_frame, ws_read_frame
+from fxtest import build_request, free_port, hall, ws_accept, ws_frame
 from reloadkit import AdminMixin, check_errors, position, wait_until
 import tlskit
 
@@ -199,17 +199,6 @@ class HttpsStreamingTest(TlsBase):
 
 
 class WssTest(TlsBase):
-    def read_frame(self, c, timeout=10):
-        deadline = time.monotonic() + timeout
-
-        def read_exact(n):
-            while len(c.buf) < n:
-                if not c._fill(deadline, "a websocket frame"):
-                    return None
-            return c._take(n)
-
-        return ws_read_frame(read_exact)
-
     def test_websocket_through_tls(self):
         up = self.ws_echo()
         gw = self.tls_gateway([up.address])
@@ -226,11 +215,11 @@ class WssTest(TlsBase):
         for i, m in enumerate(msgs):
             c.send(ws_frame(2 if i == 1 else 1, m))
         for i, m in enumerate(msgs):
-            f = self.read_frame(c)
+            f = c.read_ws_frame()
             self.assertIsNotNone(f, f"tunnel closed before frame {i}")
             self.assertEqual((f[1], f[2]), (2 if i == 1 else 1, m), f"frame {i}")
         c.send(ws_frame(8, b"\x03\xe8"))
-        f = self.read_frame(c)
+        f = c.read_ws_frame()
         self.assertIsNotNone(f)
         self.assertEqual((f[1], f[2]), (8, b"\x03\xe8"))
         self.assertTrue(up.got_close_frame.wait(5))

@@ -31,24 +31,13 @@ class WebSocketTest(fxtest.FxTestCase):
         self.assertEqual(fxtest.hget(hs["headers"], "sec-websocket-key"), key)
         return c
 
-    def read_frame(self, c, timeout=10):
-        deadline = time.monotonic() + timeout
-
-        def read_exact(n):
-            while len(c.buf) < n:
-                if not c._fill(deadline, "a websocket frame"):
-                    return None
-            return c._take(n)
-
-        return ws_read_frame(read_exact)
-
     def test_text_frames_echoed(self):
         c = self.handshake()
         msgs = [b"hello", "gr\u00fc\u00dfe aus ficus".encode(), b"x" * 300]
         for m in msgs:
             c.send(ws_frame(1, m))
         for m in msgs:
-            f = self.read_frame(c)
+            f = c.read_ws_frame()
             self.assertIsNotNone(f, "tunnel closed")
             fin, opcode, payload, masked = f
             self.assertEqual((fin, opcode, payload, masked), (True, 1, m, False))
@@ -59,7 +48,7 @@ class WebSocketTest(fxtest.FxTestCase):
         c = self.handshake()
         payload = os.urandom(1 << 20)
         c.send(ws_frame(2, payload))
-        f = self.read_frame(c, timeout=20)
+        f = c.read_ws_frame(20)
         self.assertIsNotNone(f, "tunnel closed")
         self.assertEqual(f[1], 2)
         self.assertEqual(len(f[2]), len(payload))
@@ -68,7 +57,7 @@ class WebSocketTest(fxtest.FxTestCase):
     def test_client_close_frame_closes_both(self):
         c = self.handshake()
         c.send(ws_frame(8, b"\x03\xe8bye"))
-        f = self.read_frame(c)
+        f = c.read_ws_frame()
         self.assertIsNotNone(f)
         self.assertEqual(f[1], 8)
         self.assertTrue(self.up.got_close_frame.wait(3))
@@ -77,7 +66,7 @@ class WebSocketTest(fxtest.FxTestCase):
     def test_client_disconnect_closes_upstream(self):
         c = self.handshake()
         c.send(ws_frame(1, b"ping"))
-        self.assertEqual(self.read_frame(c)[2], b"ping")
+        self.assertEqual(c.read_ws_frame()[2], b"ping")
         c.sock.shutdown(socket.SHUT_RDWR)
         c.close()
         self.assertTrue(self.up.saw_eof.wait(3), "upstream side stayed open after the client left")
@@ -85,7 +74,7 @@ class WebSocketTest(fxtest.FxTestCase):
     def test_upstream_disconnect_closes_client(self):
         c = self.handshake()
         c.send(ws_frame(1, b"ping"))
-        self.assertEqual(self.read_frame(c)[2], b"ping")
+        self.assertEqual(c.read_ws_frame()[2], b"ping")
         self.up.close_connections()
         self.assertTrue(c.wait_closed(3), "client side stayed open after the upstream left")
 
