@@ -41,46 +41,23 @@
 #include <unistd.h>
 
 #include "tls.h"
+#include "../unit/testcert.h"
 #include "../unit/tmpdir.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static SSL_CTX *server_ctx;
 
-static int add_ext(X509 *x, int nid, const char *value)
-{
-    X509V3_CTX v3;
-    X509V3_set_ctx_nodb(&v3);
-    X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
-    X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, &v3, nid, value);
-    int ok = e && X509_add_ext(x, e, -1) == 1;
-    X509_EXTENSION_free(e);
-    return ok;
-}
-
 /* DIR/NAME.pem and DIR/NAME.key: a self-signed certificate for `cn` on a new P-256 key. */
 static int make_pair(const char *dir, const char *name, const char *cn, const char *san)
 {
     EVP_PKEY *k = EVP_EC_gen("P-256");
-    X509 *x = X509_new();
+    X509 *x = k ? fx_test_cert(k, cn, NULL, NULL, san, 0, -3600, 86400, 1) : NULL;
     char path[PATH_MAX];
-    FILE *f = NULL;
-    int ok = k && x && X509_set_version(x, X509_VERSION_3) && ASN1_INTEGER_set(X509_get_serialNumber(x), 1) &&
-             X509_gmtime_adj(X509_getm_notBefore(x), -3600) && X509_gmtime_adj(X509_getm_notAfter(x), 86400) &&
-             X509_set_pubkey(x, k) &&
-             X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC, (const unsigned char *)cn,
-                                        -1, -1, 0) &&
-             X509_set_issuer_name(x, X509_get_subject_name(x)) && add_ext(x, NID_subject_alt_name, san) &&
-             X509_sign(x, k, EVP_sha256());
     snprintf(path, sizeof(path), "%s/%s.pem", dir, name);
-    ok = ok && (f = fopen(path, "w")) && PEM_write_X509(f, x);
-    if (f)
-        ok = fclose(f) == 0 && ok;
-    f = NULL;
+    int ok = x && fx_test_write_pem(path, 0644, x, NULL) == 0;
     snprintf(path, sizeof(path), "%s/%s.key", dir, name);
-    ok = ok && (f = fopen(path, "w")) && PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL);
-    if (f)
-        ok = fclose(f) == 0 && ok;
+    ok = ok && fx_test_write_pem(path, 0600, NULL, k) == 0;
     X509_free(x);
     EVP_PKEY_free(k);
     return ok ? 0 : -1;

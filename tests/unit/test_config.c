@@ -51,6 +51,7 @@
 
 #include "config.h"
 #include "llhttp.h"
+#include "testcert.h"
 #include "tmpdir.h"
 
 static char **valid_files, **invalid_files;
@@ -1680,38 +1681,6 @@ static int write_file(const char *path, const void *data, size_t len, mode_t mod
     return close(fd) == 0 ? rc : -1;
 }
 
-/* A PEM object (cert or key) written by `put` to a fresh file. */
-static int write_pem(const char *path, mode_t mode, int (*put)(BIO *, void *), void *obj)
-{
-    BIO *b = BIO_new(BIO_s_mem());
-    char *p;
-    long n;
-    int rc = b && put(b, obj) == 1 && (n = BIO_get_mem_data(b, &p)) > 0 ? write_file(path, p, (size_t)n, mode) : -1;
-    BIO_free(b);
-    return rc;
-}
-
-static int put_cert(BIO *b, void *x)
-{
-    return PEM_write_bio_X509(b, x);
-}
-
-static int put_key(BIO *b, void *k)
-{
-    return PEM_write_bio_PrivateKey(b, k, NULL, NULL, 0, NULL, NULL);
-}
-
-static int add_ext(X509 *x, int nid, const char *value)
-{
-    X509V3_CTX v3;
-    X509V3_set_ctx_nodb(&v3);
-    X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
-    X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, &v3, nid, value);
-    int ok = e && X509_add_ext(x, e, -1) == 1;
-    X509_EXTENSION_free(e);
-    return ok ? 0 : -1;
-}
-
 /*
  * A self-signed certificate for `name` (CN and SAN DNS:name) on a new P-256
  * key, valid from an hour ago for a day, written to tls/NAME.pem and, unless
@@ -1721,28 +1690,14 @@ static int make_pair(const char *dir, const char *file, const char *name, int is
 {
     static long serial = 1;
     EVP_PKEY *k = EVP_EC_gen("P-256");
-    X509 *x = X509_new();
     char san[300], path[PATH_MAX];
-    int rc = -1;
-    if (!k || !x)
-        goto out;
-    X509_NAME *n = X509_get_subject_name(x);
     snprintf(san, sizeof(san), "DNS:%s", name);
-    if (X509_set_version(x, X509_VERSION_3) != 1 || ASN1_INTEGER_set(X509_get_serialNumber(x), serial++) != 1 ||
-        !X509_gmtime_adj(X509_getm_notBefore(x), -3600) || !X509_gmtime_adj(X509_getm_notAfter(x), 86400) ||
-        X509_set_pubkey(x, k) != 1 ||
-        X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)name, -1, -1, 0) != 1 ||
-        X509_set_issuer_name(x, n) != 1 || add_ext(x, NID_subject_alt_name, san) < 0 ||
-        add_ext(x, NID_basic_constraints, is_ca ? "critical,CA:TRUE" : "critical,CA:FALSE") < 0 ||
-        add_ext(x, NID_key_usage, is_ca ? "critical,keyCertSign,cRLSign" : "critical,digitalSignature") < 0 ||
-        X509_sign(x, k, EVP_sha256()) == 0)
-        goto out;
+    X509 *x = k ? fx_test_cert(k, name, NULL, NULL, san, is_ca, -3600, 86400, serial++) : NULL;
     snprintf(path, sizeof(path), "%s/%s.pem", dir, file);
-    if (write_pem(path, 0644, put_cert, x) < 0)
-        goto out;
+    int rc = x && fx_test_write_pem(path, 0644, x, NULL) == 0 ? 0 : -1;
     snprintf(path, sizeof(path), "%s/%s.key", dir, file);
-    rc = is_ca ? 0 : write_pem(path, 0600, put_key, k);
-out:
+    if (rc == 0 && !is_ca)
+        rc = fx_test_write_pem(path, 0600, NULL, k);
     X509_free(x);
     EVP_PKEY_free(k);
     return rc;

@@ -38,6 +38,7 @@
 #include "config.h"
 #include "sock.h"
 #include "tls.h"
+#include "testcert.h"
 #include "tmpdir.h"
 
 /* ---- pki ------------------------------------------------------------------------------------ */
@@ -53,58 +54,6 @@ static char w_pem[320], w_key[320];      /* EC, CA-signed: DNS:*.w.test */
 static char self_pem[320], self_key[320]; /* EC, self-signed: DNS:self.test */
 static char old_pem[320], old_key[320];  /* EC, CA-signed, expired yesterday: DNS:a.test, IP:127.0.0.1 */
 
-static int add_ext(X509 *x, X509V3_CTX *v3, int nid, const char *value)
-{
-    X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, v3, nid, value);
-    if (!e)
-        return -1;
-    int ok = X509_add_ext(x, e, -1);
-    X509_EXTENSION_free(e);
-    return ok ? 0 : -1;
-}
-
-/* A certificate for `key` named CN=cn, signed by issuer/ikey (NULL: self-signed), valid [from, to] seconds from now. */
-static X509 *make_cert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *ikey, const char *san, int ca,
-                       long from, long to, long serial)
-{
-    X509 *x = X509_new();
-    if (!x)
-        return NULL;
-    X509_set_version(x, 2);
-    ASN1_INTEGER_set(X509_get_serialNumber(x), serial);
-    X509_gmtime_adj(X509_getm_notBefore(x), from);
-    X509_gmtime_adj(X509_getm_notAfter(x), to);
-    X509_set_pubkey(x, key);
-    X509_NAME *name = X509_get_subject_name(x);
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
-    X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : name);
-    X509V3_CTX v3;
-    X509V3_set_ctx_nodb(&v3);
-    X509V3_set_ctx(&v3, issuer ? issuer : x, x, NULL, NULL, 0);
-    int rc = add_ext(x, &v3, NID_basic_constraints, ca ? "critical,CA:TRUE" : "CA:FALSE");
-    rc |= add_ext(x, &v3, NID_subject_key_identifier, "hash");
-    if (ca)
-        rc |= add_ext(x, &v3, NID_key_usage, "critical,keyCertSign,cRLSign");
-    else
-        rc |= add_ext(x, &v3, NID_ext_key_usage, "serverAuth,clientAuth");
-    if (san)
-        rc |= add_ext(x, &v3, NID_subject_alt_name, san);
-    if (rc || !X509_sign(x, ikey ? ikey : key, EVP_sha256())) {
-        X509_free(x);
-        return NULL;
-    }
-    return x;
-}
-
-static int write_pem(const char *path, X509 *cert, EVP_PKEY *key)
-{
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return -1;
-    int ok = cert ? PEM_write_X509(f, cert) : PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL);
-    return fclose(f) == 0 && ok ? 0 : -1;
-}
-
 static void set_path(char *out, const char *name)
 {
     snprintf(out, 320, "%s/%s", dir, name);
@@ -116,8 +65,10 @@ static int make_leaf(EVP_PKEY *key, const char *cn, X509 *ca, EVP_PKEY *cakey, c
 {
     set_path(pem, pem_name);
     set_path(keyf, key_name);
-    X509 *x = make_cert(key, cn, ca, cakey, san, 0, from, to, serial);
-    int rc = x && write_pem(pem, x, NULL) == 0 && write_pem(keyf, NULL, key) == 0 ? 0 : -1;
+    X509 *x = fx_test_cert(key, cn, ca, cakey, san, 0, from, to, serial);
+    int rc = x && fx_test_write_pem(pem, 0600, x, NULL) == 0 && fx_test_write_pem(keyf, 0600, NULL, key) == 0
+                 ? 0
+                 : -1;
     X509_free(x);
     return rc;
 }
@@ -131,13 +82,13 @@ static int make_pki(void)
     int rc = -1;
     if (!cak || !ca2k || !ak || !bk || !wk || !sk || !ok)
         goto out;
-    ca = make_cert(cak, "ficus test CA", NULL, NULL, NULL, 1, -DAY, 30 * DAY, 1);
-    ca2 = make_cert(ca2k, "ficus other CA", NULL, NULL, NULL, 1, -DAY, 30 * DAY, 2);
+    ca = fx_test_cert(cak, "ficus test CA", NULL, NULL, NULL, 1, -DAY, 30 * DAY, 1);
+    ca2 = fx_test_cert(ca2k, "ficus other CA", NULL, NULL, NULL, 1, -DAY, 30 * DAY, 2);
     set_path(ca_pem, "ca.pem");
     set_path(ca2_pem, "ca2.pem");
     set_path(empty_pem, "empty.pem");
     FILE *f = fopen(empty_pem, "w");
-    if (!ca || !ca2 || !f || write_pem(ca_pem, ca, NULL) || write_pem(ca2_pem, ca2, NULL))
+    if (!ca || !ca2 || !f || fx_test_write_pem(ca_pem, 0600, ca, NULL) || fx_test_write_pem(ca2_pem, 0600, ca2, NULL))
         goto out;
     fputs("# a PEM file without any certificate in it\n", f);
     fclose(f);
