@@ -33,6 +33,7 @@
 
 #include "arena.h"
 #include "authorize.h"
+#include "clock.h"
 #include "dashboard_html.h" /* generated from dashboard.html by embed_dashboard.py */
 #include "events.h"
 #include "health.h"
@@ -145,17 +146,10 @@ static void iso_time(time_t t, char out[32])
 
 #define ADD_LIT(b, lit) evbuffer_add((b), (lit), sizeof(lit) - 1)
 
-static uint64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
 /* Every worker's request metrics, summed now. Out of memory leaves them partial (and logged). */
 static void stats_sums(fx_server *s, fx_stats_sums *out)
 {
-    fx_stats_collect_begin(out, mono_us());
+    fx_stats_collect_begin(out, fx_mono_us());
     for (unsigned i = 0; s->workers && i < s->nworkers; i++)
         if (fx_stats_collect(out, &s->workers[i].stats) < 0) {
             fx_log(FX_LOG_ERROR, "admin: out of memory summing request metrics; the figures are partial");

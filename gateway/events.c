@@ -37,6 +37,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "devbroker.h"
 #include "log.h"
 #include "server.h"
@@ -133,13 +134,6 @@ static uint64_t now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
@@ -459,7 +453,7 @@ static void fail_permanently(fx_events *ev, pend *p, rd_kafka_resp_err_t err)
 
 static void produce_backlog(fx_events *ev)
 {
-    if (ev->hold_until_ms && mono_ms() < ev->hold_until_ms)
+    if (ev->hold_until_ms && fx_mono_ms() < ev->hold_until_ms)
         return; /* the tick comes back */
     while (ev->rk && ev->backlog.head && !ev->need_recreate) {
         pend *p = ev->backlog.head;
@@ -494,7 +488,7 @@ static void produce_backlog(fx_events *ev)
                 snprintf(msg, sizeof(msg), "produce: %s: %s", rd_kafka_err2name(err), rd_kafka_err2str(err));
                 atomic_fetch_add(&ev->producer_errors, 1);
                 set_last_error(ev, msg);
-                uint64_t now = mono_ms();
+                uint64_t now = fx_mono_ms();
                 if (err != ev->last_err_code || now - ev->last_err_ms > 10000) {
                     fx_log(FX_LOG_WARN, "events: %s (the events wait and are tried again)", msg);
                     ev->last_err_code = err;
@@ -510,7 +504,7 @@ static void produce_backlog(fx_events *ev)
 /* Pauses producing after a retriable error: 100 ms, doubling up to 5 s while errors repeat. */
 static void hold_backlog(fx_events *ev, rd_kafka_resp_err_t err)
 {
-    uint64_t now = mono_ms();
+    uint64_t now = fx_mono_ms();
     if (now < ev->hold_until_ms)
         return; /* one pause per burst of reports */
     ev->hold_ms = ev->hold_ms ? (ev->hold_ms * 2 > 5000 ? 5000 : ev->hold_ms * 2) : 100;
@@ -571,7 +565,7 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
         return; /* logged with its cause when the producer is replaced */
     }
     /* the same error again within 10 s (a broker that stays down) is counted, not logged */
-    uint64_t now = mono_ms();
+    uint64_t now = fx_mono_ms();
     if (err != (int)ev->last_err_code || now - ev->last_err_ms > 10000) {
         fx_log(FX_LOG_WARN, "events: producer: %s", msg);
         ev->last_err_code = (rd_kafka_resp_err_t)err;
@@ -681,7 +675,7 @@ static void commit_spool(fx_events *ev)
         return;
     char err[512];
     if (fx_spool_commit(ev->spool, err, sizeof(err)) < 0) {
-        uint64_t now = mono_ms();
+        uint64_t now = fx_mono_ms();
         if (now - ev->last_commit_warn_ms > 5000) {
             fx_log(FX_LOG_ERROR, "events: spool commit failed: %s (retrying)", err);
             ev->last_commit_warn_ms = now;
@@ -809,8 +803,8 @@ static void *events_main(void *arg)
 
     /* stopping: the last tickets, then flush within the grace period */
     take_inbox(ev);
-    uint64_t deadline = mono_ms() + ev->grace_ms;
-    while ((ev->inflight.n || ev->backlog.n) && mono_ms() < deadline) {
+    uint64_t deadline = fx_mono_ms() + ev->grace_ms;
+    while ((ev->inflight.n || ev->backlog.n) && fx_mono_ms() < deadline) {
         if (ev->need_recreate)
             recreate_producer(ev);
         if (ev->rk) {

@@ -33,6 +33,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "log.h"
 #include "tls.h"
 
@@ -75,18 +76,6 @@ struct fx_health {
     struct event_base *base;      /* the checker's (main thread), once configured */
     check_set *sets;
 };
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static struct timeval ms_tv(uint64_t ms)
-{
-    return (struct timeval){(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
-}
 
 /* ---- the registry ------------------------------------------------------------------------------ */
 
@@ -215,7 +204,7 @@ void fx_health_outcome(fx_health_state *st, unsigned w, size_t t, int ok)
     if (ms > FX_EJECT_MAX_MS)
         ms = FX_EJECT_MAX_MS;
     s->level++;
-    atomic_store_explicit(&s->ejected_until_ms, now_ms() + ms, memory_order_relaxed);
+    atomic_store_explicit(&s->ejected_until_ms, fx_mono_ms() + ms, memory_order_relaxed);
     atomic_fetch_add_explicit(&st->ejections[t], 1, memory_order_relaxed);
     fx_log(FX_LOG_WARN, "upstream %s: target %s ejected by worker %u for %llu ms after %d failures in a row",
            st->name, st->targets[t], w, (unsigned long long)ms, FX_EJECT_AFTER);
@@ -351,7 +340,7 @@ static void probe_start(probe *p)
     evbuffer_add_printf(bufferevent_get_output(p->bev),
                         "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: ficus-health-check\r\nConnection: close\r\n\r\n",
                         set->path, set->st->targets[p->t]);
-    struct timeval tv = ms_tv(set->timeout_ms);
+    struct timeval tv = fx_ms_tv(set->timeout_ms);
     evtimer_add(p->deadline, &tv);
     if (bufferevent_socket_connect(p->bev, (struct sockaddr *)&a->sa, (int)a->salen) < 0)
         probe_done(p, 0, "cannot open a connection");
@@ -429,7 +418,7 @@ static check_set *set_new(fx_health *h, const fx_upstream_conf *u)
         set->probes[t].t = t;
         ok = (set->probes[t].deadline = evtimer_new(h->base, on_probe_deadline, &set->probes[t])) != NULL;
     }
-    struct timeval tv = ms_tv(set->interval_ms);
+    struct timeval tv = fx_ms_tv(set->interval_ms);
     if (!ok || event_add(set->tick, &tv) < 0) {
         set_free(set);
         return NULL;
@@ -551,7 +540,7 @@ void fx_health_metrics(fx_health *h, const fx_config *cfg, struct evbuffer *b)
         return;
     for (size_t i = 0; i < cfg->nupstreams; i++)
         sts[i] = fx_health_state_get(h, &cfg->upstreams[i]);
-    uint64_t now = now_ms();
+    uint64_t now = fx_mono_ms();
     evbuffer_add_printf(b, "# HELP ficus_upstream_health Whether a target takes traffic: 1 up, 0 down (failed "
                            "its health checks, or ejected by a worker for consecutive failures).\n"
                            "# TYPE ficus_upstream_health gauge\n");
@@ -630,7 +619,7 @@ void fx_health_upstream_json(fx_health *h, const fx_upstream_conf *u, struct evb
         evbuffer_add_printf(b, "%s\"%s\":%lu", l ? "," : "", fx_breaker_limit_names[l],
                             (unsigned long)atomic_load_explicit(&st->breaker_open[l], memory_order_relaxed));
     evbuffer_add_printf(b, "},\"targets_state\":[");
-    uint64_t now = now_ms();
+    uint64_t now = fx_mono_ms();
     for (size_t t = 0; t < st->ntargets; t++) {
         int down = atomic_load_explicit(&st->down[t], memory_order_relaxed);
         unsigned ej = ejected_by(st, t, now);

@@ -43,6 +43,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 
 #define JWKS_MAX_BODY (1024 * 1024)
@@ -108,19 +109,6 @@ struct fx_jwks {
     fx_jwks_deliver_fn deliver;
     void *deliver_arg;
 };
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static struct timeval ms_tv(uint64_t ms)
-{
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
-    return tv;
-}
 
 /* ---- the table ------------------------------------------------------------------------------ */
 
@@ -379,7 +367,7 @@ static uint64_t retry_delay(const source *s)
 static void finish(source *s, int result, const char *why)
 {
     fx_jwks *jw = s->jw;
-    uint64_t now = now_ms();
+    uint64_t now = fx_mono_ms();
     s->inflight = NULL;
     s->last_end_ms = now;
     s->counts[result]++;
@@ -563,7 +551,7 @@ static void start_fetch(source *s)
 {
     fx_jwks *jw = s->jw;
     s->wanted = 0;
-    s->last_start_ms = now_ms();
+    s->last_start_ms = fx_mono_ms();
     fetch *f = calloc(1, sizeof(*f));
     if (!f) {
         finish(s, FETCH_ERROR, "out of memory");
@@ -654,9 +642,9 @@ fail:
 
 static void schedule(source *s, uint64_t at_ms)
 {
-    uint64_t now = now_ms();
+    uint64_t now = fx_mono_ms();
     s->due_ms = at_ms;
-    struct timeval tv = ms_tv(at_ms > now ? at_ms - now : 0);
+    struct timeval tv = fx_ms_tv(at_ms > now ? at_ms - now : 0);
     evtimer_add(s->timer, &tv);
 }
 
@@ -680,7 +668,7 @@ static void on_bell(evutil_socket_t fd, short what, void *arg)
     uint64_t v;
     if (read(fd, &v, sizeof(v)) != sizeof(v))
         return;
-    uint64_t now = now_ms();
+    uint64_t now = fx_mono_ms();
     for (source *s = jw->sources; s; s = s->next) {
         if (s->inflight || s->wanted)
             continue;
@@ -742,7 +730,7 @@ void fx_jwks_configure(fx_jwks *jw, const fx_config *cfg)
     jw->ssl_ctx = NULL;
     source *old = jw->sources, *fresh = NULL, **tail = &fresh;
     const fx_auth_conf *a = cfg->auth;
-    uint64_t now = now_ms();
+    uint64_t now = fx_mono_ms();
     for (size_t i = 0; a && i < a->nissuers; i++) {
         const fx_issuer_conf *ic = &a->issuers[i];
         if (!ic->jwks_uri)

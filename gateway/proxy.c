@@ -37,6 +37,7 @@
 #include "authn.h"
 #include "authorize.h"
 #include "balance.h"
+#include "clock.h"
 #include "cloudevent.h"
 #include "events.h"
 #include "http1.h"
@@ -166,21 +167,9 @@ static void pump_request_body(fx_conn *c);
 
 /* ---- helpers and timers --------------------------------------------------------- */
 
-static uint64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-static uint64_t now_ms(void)
-{
-    return now_us() / 1000u;
-}
-
 static void arm_timer(fx_conn *c, uint64_t ms)
 {
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+    struct timeval tv = fx_ms_tv(ms);
     evtimer_add(c->timer, &tv);
 }
 
@@ -338,7 +327,7 @@ static void reject(fx_conn *c, int status, const char *detail, int keep)
 static void begin_request(fx_conn *c)
 {
     c->cfg = fx_worker_config(c->w);
-    c->t0_us = now_us();
+    c->t0_us = fx_mono_us();
 }
 
 static void ev_end(fx_conn *c);
@@ -609,7 +598,7 @@ static int ev_emit(fx_conn *c, int omitted)
     t->created_ms = ms;
     c->ticket = t;
     c->ev_state = EV_WAIT;
-    c->ev_wait_ms = now_ms();
+    c->ev_wait_ms = fx_mono_ms();
     fx_worker_submit_event(c->w, t);
     return 0;
 }
@@ -650,7 +639,7 @@ static void ev_response_head(fx_conn *c)
 static void ev_release(fx_conn *c)
 {
     ev_flush_held(c);
-    c->last_activity_ms = now_ms(); /* the wait was ours, not the client's */
+    c->last_activity_ms = fx_mono_ms(); /* the wait was ours, not the client's */
     if (c->ev_finish) {
         c->ev_finish = 0;
         finish_request(c);
@@ -739,7 +728,7 @@ static void read_head(fx_conn *c)
     const fx_limits_conf *lim = limits(c);
     if (!c->head_started) {
         c->head_started = 1;
-        c->t0_us = now_us();
+        c->t0_us = fx_mono_us();
         c->head_deadline_ms = c->t0_us / 1000 + lim->header_timeout_ms;
         arm_timer(c, lim->header_timeout_ms);
     }
@@ -826,7 +815,7 @@ static void read_head(fx_conn *c)
         fx_pool_hold(c->pool);
     c->state = CS_PROXY;
     evtimer_del(c->timer);
-    c->last_activity_ms = now_ms();
+    c->last_activity_ms = fx_mono_ms();
     arm_timer(c, lim->idle_timeout_ms);
     if (c->req.body == FX_BODY_NONE) {
         c->req_done = 1;
@@ -1060,7 +1049,7 @@ static int upstream_connect(fx_conn *c)
     }
     if (!c->attempt_noted && c->ups) {
         c->attempt_noted = 1;
-        fx_stats_upstream_request(&c->w->stats, c->cfg, (int)(c->ups - c->cfg->upstreams), now_us());
+        fx_stats_upstream_request(&c->w->stats, c->cfg, (int)(c->ups - c->cfg->upstreams), fx_mono_us());
     }
     int refused = 502;
     c->up = c->pool ? fx_pool_acquire(c->pool, &why, &refused) : NULL;
@@ -1091,7 +1080,7 @@ static int upstream_connect(fx_conn *c)
         if (!c->up_timer)
             c->up_timer = evtimer_new(c->w->base, on_connect_timeout, c);
         uint64_t ms = c->ups->connect_timeout_ms;
-        struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+        struct timeval tv = fx_ms_tv(ms);
         evtimer_add(c->up_timer, &tv);
     } else if (c->req_done || c->req.body == FX_BODY_NONE) {
         set_response_timeout(c);
@@ -1544,7 +1533,7 @@ static void access_log(fx_conn *c)
         ml = 0;
     const char *route = c->match.route ? c->match.route->name : "";
     const char *ups = c->ups ? c->ups->name : "";
-    uint64_t dur = now_us() - c->t0_us;
+    uint64_t dur = fx_mono_us() - c->t0_us;
     char subject[300] = "", subj[128];
     if (c->claims) {
         int sl = fx_jwt_claim_render(c->claims, "sub", subj, sizeof(subj));
@@ -1595,7 +1584,7 @@ static void access_log(fx_conn *c)
  */
 static void record_request(fx_conn *c)
 {
-    uint64_t now = now_us();
+    uint64_t now = fx_mono_us();
     const fx_config *cfg = c->cfg;
     fx_stats_req r = {.cfg = cfg, .route = -1, .upstream = -1, .status = c->status,
                       .duration_us = now - c->t0_us, .upstream_error = c->upstream_error};
@@ -1645,7 +1634,7 @@ static void finish_request(fx_conn *c)
     c->state = CS_READ_HEAD;
     c->served = 1;
     evtimer_del(c->timer);
-    c->last_activity_ms = now_ms();
+    c->last_activity_ms = fx_mono_ms();
     flush_client(c);
     fx_sock_read_enable(c->sock);
     if (evbuffer_get_length(c->sock->in) > 0) {
@@ -1699,7 +1688,7 @@ static void tunnel_relay(fx_conn *c, fx_sock *from, fx_sock *to)
         evbuffer_add_buffer(to->out, from->in);
         fx_sock_flush(to);
     }
-    c->last_activity_ms = now_ms();
+    c->last_activity_ms = fx_mono_ms();
     if (evbuffer_get_length(to->out) > FX_HIGH_WATER)
         fx_sock_read_disable(from);
 }
@@ -1767,7 +1756,7 @@ static void client_process(fx_conn *c)
         read_head(c);
         break;
     case CS_PROXY:
-        c->last_activity_ms = now_ms();
+        c->last_activity_ms = fx_mono_ms();
         if (c->req_done) {
             /* pipelined bytes wait for this response; bound what we take in meanwhile */
             if (evbuffer_get_length(c->sock->in) > FX_HIGH_WATER) {
@@ -1800,7 +1789,7 @@ static void on_client_read(fx_sock *s, void *arg)
 static void on_client_write(fx_sock *s, void *arg)
 {
     fx_conn *c = arg;
-    c->last_activity_ms = now_ms();
+    c->last_activity_ms = fx_mono_ms();
     switch (c->state) {
     case CS_CLOSING:
         if (evbuffer_get_length(client_out(c)) == 0)
@@ -1870,7 +1859,7 @@ static void on_client_event(fx_sock *s, int what, void *arg)
 static void on_up_read(fx_sock *s, void *arg)
 {
     fx_conn *c = arg;
-    c->last_activity_ms = now_ms();
+    c->last_activity_ms = fx_mono_ms();
     pump_response(c);
 }
 
@@ -1965,7 +1954,7 @@ static int reattempt(fx_conn *c, int reason, int status, const char *what)
     if (idem && !c->fell_back && !c->overloaded) {
         const fx_retries_conf *rc = r->retries ? r->retries : c->ups->retries;
         if (rc && c->tries < rc->attempts && fx_retry_wants(rc, reason, status)) {
-            if (fx_stats_retry(&c->w->stats, c->cfg, (int)(c->ups - c->cfg->upstreams), reason, now_us())) {
+            if (fx_stats_retry(&c->w->stats, c->cfg, (int)(c->ups - c->cfg->upstreams), reason, fx_mono_us())) {
                 c->tries++;
                 fx_log(FX_LOG_WARN, "upstream %s (%s) %s; retry %u of %u on its next target [request %.*s]",
                        c->ups->name, target, what, c->tries, rc->attempts, (int)c->request_id.n, c->request_id.p);
@@ -2068,7 +2057,7 @@ static void on_up_event(fx_sock *s, int what, void *arg)
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     fx_conn *c = arg;
-    uint64_t now = now_ms();
+    uint64_t now = fx_mono_ms();
     switch (c->state) {
     case CS_READ_HEAD:
         if (!c->head_started || evbuffer_get_length(c->sock->in) == 0) {

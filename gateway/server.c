@@ -23,6 +23,7 @@
 #include "server.h"
 
 #include "authorize.h"
+#include "clock.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -803,7 +804,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     fx_log(FX_LOG_INFO, "%s: draining (up to %llu ms)", sig == SIGINT ? "SIGINT" : "SIGTERM",
            (unsigned long long)ms);
     tell_workers(s, FX_CTL_DRAIN);
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+    struct timeval tv = fx_ms_tv(ms);
     evtimer_add(m->drain_timer, &tv);
     struct timeval p = {0, 20000};
     event_add(m->poll_timer, &p);

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "arena.h"
+#include "clock.h"
 #include "log.h"
 #include "shadow_compare.h"
 #include "sock.h"
@@ -451,7 +452,7 @@ static void on_connect_timeout(evutil_socket_t fd, short what, void *arg)
 static void arm_deadline(fx_shadow_exchange *x)
 {
     uint64_t ms = x->ups->timeout_ms;
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+    struct timeval tv = fx_ms_tv(ms);
     evtimer_add(x->timer, &tv);
 }
 
@@ -468,7 +469,7 @@ static int send_copy(fx_shadow_exchange *x)
     fx_sock_read_enable(x->up->sock);
     if (!x->up->connected && !x->up->reused) {
         uint64_t ms = x->ups->connect_timeout_ms;
-        struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+        struct timeval tv = fx_ms_tv(ms);
         evtimer_add(x->timer, &tv);
     } else {
         fx_sock_set_read_timeout(x->up->sock, x->ups->timeout_ms);

@@ -29,6 +29,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "tls.h"
 
 static void on_readable(evutil_socket_t fd, short what, void *arg);
@@ -157,8 +158,7 @@ void fx_sock_setcb(fx_sock *s, fx_sock_cb on_read, fx_sock_cb on_drain, fx_sock_
 static void arm_read(fx_sock *s)
 {
     if (s->read_timeout_ms) {
-        struct timeval tv = {(time_t)(s->read_timeout_ms / 1000),
-                             (suseconds_t)((s->read_timeout_ms % 1000) * 1000)};
+        struct timeval tv = fx_ms_tv(s->read_timeout_ms);
         event_add(s->rev, &tv);
     } else {
         /* event_add(ev, NULL) keeps a timeout set earlier: remove it explicitly */
