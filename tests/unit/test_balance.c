@@ -122,6 +122,20 @@ START_TEST(test_weighted_exact_mapping)
 }
 END_TEST
 
+/* Each side's share of n picks (count) is its weight's share within tol; a side of weight 0 gets none. */
+static void assert_shares(size_t k, const unsigned *w, size_t nsides, const size_t *count, int n, double tol)
+{
+    unsigned total = 0;
+    for (size_t i = 0; i < nsides; i++)
+        total += w[i];
+    for (size_t i = 0; i < nsides; i++) {
+        double want = (double)w[i] / total, got = (double)count[i] / n;
+        ck_assert_msg(fabs(got - want) < tol, "case %zu side %zu: %.4f of the picks, want %.4f", k, i, got, want);
+        if (!w[i])
+            ck_assert_msg(count[i] == 0, "case %zu: side %zu of weight 0 picked %zu times", k, i, count[i]);
+    }
+}
+
 START_TEST(test_weighted_draws)
 {
     static const struct {
@@ -135,23 +149,14 @@ START_TEST(test_weighted_draws)
     };
     for (size_t k = 0; k < sizeof(t) / sizeof(t[0]); k++) {
         fx_split_conf split[4];
-        unsigned total = 0;
-        for (size_t i = 0; i < t[k].n; i++) {
+        for (size_t i = 0; i < t[k].n; i++)
             split[i] = (fx_split_conf){(int)i, t[k].w[i]};
-            total += t[k].w[i];
-        }
         uint64_t rng[2] = {0x9e3779b97f4a7c15u, 0xdeadbeef12345678u + k};
         size_t count[4] = {0};
         const int draws = 100000;
         for (int i = 0; i < draws; i++)
             count[fx_balance_weighted(split, t[k].n, fx_rng_next(rng))]++;
-        for (size_t i = 0; i < t[k].n; i++) {
-            double want = (double)t[k].w[i] / total, got = (double)count[i] / draws;
-            ck_assert_msg(fabs(got - want) < 0.01, "case %zu side %zu: %.4f of the draws, want %.4f", k, i, got,
-                          want);
-            if (!t[k].w[i])
-                ck_assert_msg(count[i] == 0, "case %zu: side %zu of weight 0 drawn %zu times", k, i, count[i]);
-        }
+        assert_shares(k, t[k].w, t[k].n, count, draws, 0.01);
     }
 }
 END_TEST
@@ -191,23 +196,14 @@ START_TEST(test_sticky_spread)
     static size_t at[NVALUES];
     for (size_t k = 0; k < sizeof(t) / sizeof(t[0]); k++) {
         fx_split_conf split[4];
-        unsigned total = 0;
-        for (size_t i = 0; i < t[k].n; i++) {
+        for (size_t i = 0; i < t[k].n; i++)
             split[i] = (fx_split_conf){(int)i, t[k].w[i]};
-            total += t[k].w[i];
-        }
         place_all(split, t[k].n, at);
         size_t count[4] = {0};
         for (int i = 0; i < NVALUES; i++)
             count[at[i]]++;
-        for (size_t i = 0; i < t[k].n; i++) {
-            double want = (double)t[k].w[i] / total, got = (double)count[i] / NVALUES;
-            /* sd of a share over 10,000 values is at most 0.005: 0.02 is 4 of them */
-            ck_assert_msg(fabs(got - want) < 0.02, "case %zu side %zu: %.4f of the values, want %.4f", k, i, got,
-                          want);
-            if (!t[k].w[i])
-                ck_assert_msg(count[i] == 0, "case %zu: side %zu of weight 0 got %zu values", k, i, count[i]);
-        }
+        /* sd of a share over 10,000 values is at most 0.005: 0.02 is 4 of them */
+        assert_shares(k, t[k].w, t[k].n, count, NVALUES, 0.02);
     }
 }
 END_TEST
